@@ -1,0 +1,11 @@
+//! `hgframe` subcommands: not written yet (owned by the layer that provides them).
+
+use super::{CliResult, Failure};
+
+/// Options (to be defined).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReactorArgs {}
+
+pub(crate) fn reactor(_args: ReactorArgs) -> CliResult {
+    Err(Failure::usage("this subcommand is not implemented yet"))
+}
