@@ -133,7 +133,8 @@ fn format_flags(bits: u8, names: &[(&str, u8)]) -> String {
 }
 
 /// Escapes a payload for the human syntax: printable ASCII as is (backslash doubled),
-/// `\n`, `\r`, `\t`, `\0`, and `\xNN` for every other byte.
+/// `\n`, `\r`, `\t`, and `\xNN` for every other byte. NUL prints as `\x00`, not `\0`,
+/// so that a digit after it cannot be read as an octal escape by other tools.
 pub fn escape(payload: &[u8]) -> String {
     let mut out = String::with_capacity(payload.len());
     for &b in payload {
@@ -142,7 +143,6 @@ pub fn escape(payload: &[u8]) -> String {
             b'\n' => out.push_str("\\n"),
             b'\r' => out.push_str("\\r"),
             b'\t' => out.push_str("\\t"),
-            0 => out.push_str("\\0"),
             0x20..=0x7e => out.push(char::from(b)),
             _ => out.push_str(&format!("\\x{b:02x}")),
         }
