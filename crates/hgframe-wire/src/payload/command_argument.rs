@@ -89,7 +89,7 @@ pub fn encode_first(
     out.put_u16_le(name.len() as u16);
     out.put_u16_le(value.len() as u16);
     out.put_slice(name);
-    out.put_slice(&value[..first_value]);
+    out.put_slice(value.get(..first_value).unwrap_or_default());
     Ok((out.freeze(), value.slice(first_value..)))
 }
 
