@@ -8,6 +8,10 @@ use crate::header::{
     FrameHeader, FrameType, RequestId, StreamFlags, StreamId, HEADER_LEN, MAX_PAYLOAD_LEN,
 };
 
+/// Payloads shorter than this are copied next to their header by
+/// [`Frame::encode_vectored`]; longer ones are passed on as shared chunks.
+pub const INLINE_PAYLOAD_MAX: usize = 256;
+
 /// A frame of the protocol.
 ///
 /// A `Frame` always fits on the wire: its constructor checks that the type and flags fit
@@ -185,6 +189,32 @@ impl Frame {
         let mut out = BytesMut::with_capacity(self.encoded_len());
         self.encode(&mut out);
         out.freeze()
+    }
+
+    /// Appends the frame as chunks for a vectored write, without copying large payloads:
+    /// the header (and a payload shorter than [`INLINE_PAYLOAD_MAX`], copied inline, as h2
+    /// does for small DATA frames) goes into `scratch` and is split off as one chunk; a
+    /// larger payload is pushed as its own chunk, shared, not copied.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use hgframe_wire::Frame;
+    /// let frame = Frame::from_human(&format!("1 2 0 bytes-response eos {}", "x".repeat(4096)))?;
+    /// let (mut scratch, mut chunks) = (BytesMut::new(), Vec::new());
+    /// frame.encode_vectored(&mut scratch, &mut chunks);
+    /// assert_eq!(chunks.len(), 2);
+    /// assert_eq!(chunks.concat(), frame.to_bytes());
+    /// # Ok::<(), hgframe_wire::HumanSyntaxError>(())
+    /// ```
+    pub fn encode_vectored(&self, scratch: &mut BytesMut, chunks: &mut Vec<Bytes>) {
+        if self.payload.len() < INLINE_PAYLOAD_MAX {
+            self.encode(scratch);
+            chunks.push(scratch.split().freeze());
+        } else {
+            scratch.put_slice(&self.header().to_bytes());
+            chunks.push(scratch.split().freeze());
+            chunks.push(self.payload.clone());
+        }
     }
 
     /// The header's bytes and the payload, for vectored writes that do not copy the

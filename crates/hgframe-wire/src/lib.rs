@@ -44,7 +44,7 @@ pub mod payload;
 
 pub use decoder::{FrameDecoder, Frames};
 pub use error::{BuildError, DecodeError, FrameError, HumanSyntaxError, PayloadError};
-pub use frame::Frame;
+pub use frame::{Frame, INLINE_PAYLOAD_MAX};
 pub use header::{
     BytesResponseFlags, CommandArgumentFlags, CommandDataFlags, CommandNameFlags,
     ErrorResponseFlags, FrameHeader, FrameType, RequestId, StreamFlags, StreamId,
