@@ -1,0 +1,157 @@
+//! The server's output queue: frames wait here until the driver pulls them with
+//! `poll_transmit`, and in deferred-output mode until input has ended.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+use hgframe_wire::{Frame, RequestId};
+
+/// A frame waiting to be transmitted.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) frame: Frame,
+    /// The request whose response this frame ends: once it is transmitted, the request
+    /// id may be used again.
+    pub(crate) ends: Option<RequestId>,
+}
+
+/// Frames waiting to be transmitted, in order.
+#[derive(Debug, Default)]
+pub(crate) struct OutputQueue {
+    frames: VecDeque<Queued>,
+    /// Bytes the queued frames take on the wire.
+    bytes: usize,
+    /// Deferred output: nothing leaves until input has ended.
+    held: bool,
+}
+
+impl OutputQueue {
+    pub(crate) fn new(held: bool) -> Self {
+        Self {
+            held,
+            ..Self::default()
+        }
+    }
+
+    /// Releases held output (end of input).
+    pub(crate) fn release(&mut self) {
+        self.held = false;
+    }
+
+    /// Queues frames; the last one ends `ends`' response, if given.
+    pub(crate) fn push_all(&mut self, frames: Vec<Frame>, ends: Option<RequestId>) {
+        let n = frames.len();
+        for (i, frame) in frames.into_iter().enumerate() {
+            self.bytes += frame.encoded_len();
+            self.frames.push_back(Queued {
+                frame,
+                ends: if i + 1 == n { ends } else { None },
+            });
+        }
+    }
+
+    /// The last queued frame, taken out (to stamp stream-end on it), with what it ends.
+    pub(crate) fn pop_last(&mut self) -> Option<Queued> {
+        let q = self.frames.pop_back()?;
+        self.bytes -= q.frame.encoded_len();
+        Some(q)
+    }
+
+    /// Whether a frame can be pulled now.
+    pub(crate) fn is_ready(&self) -> bool {
+        !self.held && !self.frames.is_empty()
+    }
+
+    /// Whether nothing is queued (held or not).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes queued, held or not.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The next frame, unless output is held.
+    pub(crate) fn pop(&mut self) -> Option<Queued> {
+        if self.held {
+            return None;
+        }
+        let q = self.frames.pop_front()?;
+        self.bytes -= q.frame.encoded_len();
+        Some(q)
+    }
+
+    /// Encodes whole frames into `out` while they fit in `max_bytes` (always at least
+    /// one frame when one is ready, so a small `max_bytes` cannot stall the output);
+    /// calls `done` for each frame that ends a response.
+    pub(crate) fn transmit(
+        &mut self,
+        out: &mut BytesMut,
+        max_bytes: usize,
+        mut done: impl FnMut(RequestId),
+    ) -> usize {
+        let mut written = 0;
+        while let Some(next) = self.frames.front() {
+            if self.held {
+                break;
+            }
+            let len = next.frame.encoded_len();
+            if written > 0 && written + len > max_bytes {
+                break;
+            }
+            let Some(q) = self.pop() else { break };
+            q.frame.encode(out);
+            written += len;
+            if let Some(r) = q.ends {
+                done(r);
+            }
+        }
+        written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hgframe_wire::{FrameType, StreamFlags, StreamId};
+
+    fn frame(len: usize) -> Frame {
+        Frame::new(
+            RequestId(1),
+            StreamId(2),
+            StreamFlags::empty(),
+            FrameType::BytesResponse,
+            0x02,
+            vec![0u8; len],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn transmit_respects_max_bytes_but_always_makes_progress() {
+        let mut q = OutputQueue::new(false);
+        q.push_all(vec![frame(10), frame(10), frame(10)], Some(RequestId(1)));
+        assert_eq!(q.queued_bytes(), 54);
+        let mut out = BytesMut::new();
+        let mut ended = Vec::new();
+        assert_eq!(q.transmit(&mut out, 5, |r| ended.push(r)), 18);
+        assert_eq!(q.transmit(&mut out, 36, |r| ended.push(r)), 36);
+        assert_eq!(ended, [RequestId(1)]);
+        assert_eq!(out.len(), 54);
+        assert!(q.is_empty());
+        assert_eq!(q.transmit(&mut out, 100, |_| ()), 0);
+    }
+
+    #[test]
+    fn held_output_waits_for_release() {
+        let mut q = OutputQueue::new(true);
+        q.push_all(vec![frame(1)], None);
+        assert!(!q.is_ready());
+        assert!(q.pop().is_none());
+        assert_eq!(q.transmit(&mut BytesMut::new(), 100, |_| ()), 0);
+        q.release();
+        assert!(q.is_ready());
+        assert!(q.pop().is_some());
+    }
+}

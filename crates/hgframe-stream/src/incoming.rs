@@ -1,0 +1,318 @@
+//! The receiving side: every stream the peer opens towards us, checked against the
+//! stream rules and decoded.
+//!
+//! ```text
+//!   (absent) --stream-begin--> Open --stream-end--> (absent: the context is dropped)
+//!      |                        |
+//!      | any frame without      | stream-begin again, or a decoding error:
+//!      | stream-begin: error    | error (a failed stream is forgotten)
+//! ```
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use hgframe_wire::payload::stream_settings::StreamSettings;
+use hgframe_wire::{Frame, FrameType, StreamFlags, StreamId, MAX_PAYLOAD_LEN};
+
+use crate::encoding::{ContentDecoder, EncodingError, Profiles};
+use crate::error::StreamError;
+use crate::id::Side;
+
+/// Bounds on what decoding the peer's streams may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The most bytes one frame's payload may decode to (default 1 MiB, at most
+    /// 16777215, the largest payload). With zstd-8mb, memory per decoding stream is at
+    /// most the 8 MiB window plus this.
+    pub max_decoded_frame_len: usize,
+    /// The most streams with a live decoding context at once (default 16): each may
+    /// hold a window of up to 8 MiB.
+    pub max_decoding_streams: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_decoded_frame_len: 1 << 20,
+            max_decoding_streams: 16,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Sets [`DecodeLimits::max_decoded_frame_len`].
+    pub fn max_decoded_frame_len(&mut self, n: usize) -> &mut Self {
+        self.max_decoded_frame_len = n;
+        self
+    }
+
+    /// Sets [`DecodeLimits::max_decoding_streams`].
+    pub fn max_decoding_streams(&mut self, n: usize) -> &mut Self {
+        self.max_decoding_streams = n;
+        self
+    }
+}
+
+/// One open incoming stream.
+struct IncomingStream {
+    /// Whether `stream-settings` came (a stream without is identity).
+    has_settings: bool,
+    /// The decoding context, once `stream-settings` named a profile.
+    decoder: Option<Box<dyn ContentDecoder>>,
+    /// Whether the context counts against [`DecodeLimits::max_decoding_streams`]
+    /// (every profile but identity).
+    counted: bool,
+}
+
+/// All streams the peer opens towards us.
+///
+/// ```
+/// use hgframe_stream::{DecodeLimits, IncomingStreams, Profiles, Side, StreamError};
+/// use hgframe_wire::{Frame, FrameType, RequestId, StreamFlags, StreamId};
+/// let mut streams = IncomingStreams::new(Side::Server, Profiles::default(), DecodeLimits::default());
+/// let frame = Frame::new(RequestId(1), StreamId(1), StreamFlags::empty(), FrameType::CommandName, 1, "x")?;
+/// // No stream-begin on a stream that is not open:
+/// assert!(matches!(streams.on_frame(frame), Err(StreamError::ClosedStream { .. })));
+/// # Ok::<(), hgframe_wire::FrameError>(())
+/// ```
+pub struct IncomingStreams {
+    local: Side,
+    profiles: Profiles,
+    limits: DecodeLimits,
+    streams: HashMap<StreamId, IncomingStream>,
+    decoding: usize,
+}
+
+impl std::fmt::Debug for IncomingStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut open: Vec<_> = self.streams.keys().map(|id| id.0).collect();
+        open.sort_unstable();
+        f.debug_struct("IncomingStreams")
+            .field("local", &self.local)
+            .field("profiles", &self.profiles)
+            .field("limits", &self.limits)
+            .field("open", &open)
+            .finish()
+    }
+}
+
+impl IncomingStreams {
+    /// The streams that `local`'s peer opens, decoded with `profiles` (the profiles we
+    /// accept) within `limits`.
+    pub fn new(local: Side, profiles: Profiles, limits: DecodeLimits) -> Self {
+        Self {
+            local,
+            profiles,
+            limits,
+            streams: HashMap::new(),
+            decoding: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Whether stream `id` is open.
+    pub fn is_open(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id)
+    }
+
+    /// Number of open streams.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Checks `frame` against the stream rules and returns what the layer above should
+    /// see: `None` for a `stream-settings` frame (consumed here), otherwise the frame
+    /// with its payload decoded and the `encoded` flag cleared (`stream-begin` and
+    /// `stream-end` are left for information).
+    ///
+    /// Errors (all [`StreamError::is_protocol_violation`]): a frame on a stream id of
+    /// our parity, without `stream-begin` on a stream that is not open, `stream-begin`
+    /// on an open stream, `stream-settings` without `stream-begin` or with `encoded`, a
+    /// malformed or unknown profile, `encoded` before any `stream-settings`, a payload
+    /// that does not decode or decodes to more than the cap, too many decoding streams.
+    /// A stream whose payload failed to decode is forgotten: its later frames are
+    /// [`StreamError::ClosedStream`].
+    pub fn on_frame(&mut self, frame: Frame) -> Result<Option<Frame>, StreamError> {
+        let id = frame.stream_id();
+        if self.local.owns(id) {
+            return Err(StreamError::WrongParity {
+                id,
+                side: self.local.peer(),
+            });
+        }
+        let flags = frame.stream_flags();
+        let begin = flags.contains(StreamFlags::STREAM_BEGIN);
+        let end = flags.contains(StreamFlags::STREAM_END);
+        let is_settings = frame.known_type() == Some(FrameType::StreamSettings);
+        match (begin, self.streams.contains_key(&id)) {
+            (true, true) => return Err(StreamError::AlreadyOpen { id }),
+            (false, false) => return Err(StreamError::ClosedStream { id }),
+            _ => {}
+        }
+        if is_settings {
+            if !begin {
+                return Err(StreamError::SettingsWithoutBegin { id });
+            }
+            if flags.contains(StreamFlags::ENCODED) {
+                return Err(StreamError::SettingsEncoded { id });
+            }
+            let stream = self.open_with_settings(id, frame.payload())?;
+            if !end {
+                self.insert(id, stream);
+            }
+            return Ok(None);
+        }
+        if begin {
+            self.insert(
+                id,
+                IncomingStream {
+                    has_settings: false,
+                    decoder: None,
+                    counted: false,
+                },
+            );
+        }
+        let frame = if flags.contains(StreamFlags::ENCODED) {
+            match self.decode(id, &frame) {
+                Ok(payload) => frame
+                    .with_stream_flags(flags - StreamFlags::ENCODED)
+                    .with_payload(payload)?,
+                Err(e) => {
+                    self.remove(id);
+                    return Err(e);
+                }
+            }
+        } else {
+            frame
+        };
+        if end {
+            self.remove(id);
+        }
+        Ok(Some(frame))
+    }
+
+    /// The state of a stream opened by `stream-settings` with this payload.
+    fn open_with_settings(
+        &self,
+        id: StreamId,
+        payload: &Bytes,
+    ) -> Result<IncomingStream, StreamError> {
+        let settings = StreamSettings::parse(payload)
+            .map_err(|source| StreamError::BadSettings { id, source })?;
+        let profile =
+            self.profiles
+                .get(&settings.profile)
+                .ok_or_else(|| StreamError::UnknownProfile {
+                    name: settings.profile.clone(),
+                })?;
+        let bad_parameters = |source| StreamError::BadProfileParameters {
+            id,
+            profile: settings.profile.clone(),
+            source,
+        };
+        if profile.is_identity() {
+            // Identity has a decoder (a copy) only for peers that mark frames encoded
+            // anyway; it holds no memory worth counting.
+            let decoder = profile
+                .decoder(&settings.parameters)
+                .map_err(bad_parameters)?;
+            return Ok(IncomingStream {
+                has_settings: true,
+                decoder: Some(decoder),
+                counted: false,
+            });
+        }
+        if self.decoding >= self.limits.max_decoding_streams {
+            return Err(StreamError::TooManyDecodingStreams {
+                limit: self.limits.max_decoding_streams,
+            });
+        }
+        let decoder = profile
+            .decoder(&settings.parameters)
+            .map_err(bad_parameters)?;
+        Ok(IncomingStream {
+            has_settings: true,
+            decoder: Some(decoder),
+            counted: true,
+        })
+    }
+
+    fn decode(&mut self, id: StreamId, frame: &Frame) -> Result<Bytes, StreamError> {
+        let limit = self.limits.max_decoded_frame_len.min(MAX_PAYLOAD_LEN);
+        let stream = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::ClosedStream { id })?;
+        let Some(decoder) = stream.decoder.as_mut().filter(|_| stream.has_settings) else {
+            return Err(StreamError::EncodedBeforeSettings { id });
+        };
+        let mut out = Vec::new();
+        match decoder.decode(frame.payload(), &mut out, limit) {
+            Ok(()) => Ok(Bytes::from(out)),
+            Err(EncodingError::TooLarge { .. }) => Err(StreamError::DecodedTooLarge { id, limit }),
+            Err(source) => Err(StreamError::Corrupt { id, source }),
+        }
+    }
+
+    fn insert(&mut self, id: StreamId, stream: IncomingStream) {
+        if stream.counted {
+            self.decoding += 1;
+        }
+        self.streams.insert(id, stream);
+    }
+
+    fn remove(&mut self, id: StreamId) {
+        if let Some(stream) = self.streams.remove(&id) {
+            if stream.counted {
+                self.decoding = self.decoding.saturating_sub(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_send_and_starts_empty() {
+        fn send<T: Send>() {}
+        send::<IncomingStreams>();
+        let s = IncomingStreams::new(Side::Server, Profiles::default(), DecodeLimits::default());
+        assert_eq!(s.open_streams(), 0);
+        assert_eq!(s.limits().max_decoded_frame_len, 1 << 20);
+        assert_eq!(s.limits().max_decoding_streams, 16);
+    }
+
+    #[test]
+    fn the_cap_never_exceeds_the_largest_payload() {
+        // A cap above 16777215 is clamped: a decoded payload must still fit a frame.
+        let mut limits = DecodeLimits::default();
+        limits.max_decoded_frame_len(usize::MAX);
+        let mut s = IncomingStreams::new(Side::Client, Profiles::default(), limits);
+        let settings = Frame::new(
+            hgframe_wire::RequestId(1),
+            StreamId(2),
+            StreamFlags::STREAM_BEGIN,
+            FrameType::StreamSettings,
+            0,
+            "\x08identity",
+        )
+        .unwrap();
+        assert!(s.on_frame(settings).unwrap().is_none());
+        let data = Frame::new(
+            hgframe_wire::RequestId(1),
+            StreamId(2),
+            StreamFlags::ENCODED,
+            FrameType::BytesResponse,
+            0,
+            "abc",
+        )
+        .unwrap();
+        assert_eq!(&s.on_frame(data).unwrap().unwrap().payload()[..], b"abc");
+    }
+}
