@@ -1,11 +1,192 @@
-//! `hgframe` subcommands: not written yet (owned by the layer that provides them).
+//! `hgframe call URL COMMAND [NAME=VALUE]... [--data FILE|-] [--encodings LIST]`: one
+//! command, its response bytes to stdout, its text output to stderr; exit 1 with the
+//! error's message on an error response.
+//!
+//! URL is the server root: `http://HOST:PORT` (or a bare `HOST:PORT`), `tcp://HOST:PORT`
+//! for the byte-stream transport, or `stdio:PROGRAM ARGS...` (one argument, split at
+//! blanks) to start a server and talk to it over its stdin and stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use hgframe_http::bytestream::Connection;
+use hgframe_http::{Call, Client, ClientOptions, Permission, ResponseEvent, ResponseStream};
 
 use super::{CliResult, Failure};
 
-/// Options (to be defined).
+/// Options of `call`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct CallArgs {}
+pub(crate) struct CallArgs {
+    /// The server: http://HOST:PORT, tcp://HOST:PORT, or "stdio:PROGRAM ARGS...".
+    url: String,
+    /// The command to call.
+    command: String,
+    /// Arguments of the command.
+    #[arg(value_name = "NAME=VALUE")]
+    args: Vec<String>,
+    /// The command's data: a file, or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    data: Option<PathBuf>,
+    /// Content encodings to accept, best first, comma separated (default: all this
+    /// build knows).
+    #[arg(long, value_name = "LIST")]
+    encodings: Option<String>,
+    /// The permission to ask for over HTTP (default: rw for put, ro otherwise).
+    #[arg(long, value_parser = ["ro", "rw"])]
+    permission: Option<String>,
+    /// Speak HTTP/2 without upgrade (h2c): full duplex.
+    #[arg(long)]
+    http2: bool,
+}
 
-pub(crate) fn run(_args: CallArgs) -> CliResult {
-    Err(Failure::usage("this subcommand is not implemented yet"))
+/// Where to send the call.
+enum Target {
+    Http(String),
+    Tcp(String),
+    Stdio(String, Vec<String>),
+}
+
+fn target(url: &str) -> Result<Target, Failure> {
+    if let Some(addr) = url.strip_prefix("tcp://") {
+        return Ok(Target::Tcp(addr.trim_end_matches('/').to_owned()));
+    }
+    if let Some(command) = url.strip_prefix("stdio:") {
+        let mut words = command.split_whitespace().map(str::to_owned);
+        let program = words
+            .next()
+            .ok_or_else(|| Failure::usage("stdio: needs a program to start"))?;
+        return Ok(Target::Stdio(program, words.collect()));
+    }
+    if url.starts_with("http://") || !url.contains("://") {
+        return Ok(Target::Http(url.to_owned()));
+    }
+    Err(Failure::usage(format!(
+        "unsupported URL {url}: use http://, tcp:// or stdio:"
+    )))
+}
+
+pub(crate) fn run(args: CallArgs) -> CliResult {
+    let target = target(&args.url)?;
+    let mut options = ClientOptions::default();
+    if let Some(list) = &args.encodings {
+        options.set_encodings(&hgframe_stream::parse_accept_list(list));
+    }
+    options.set_http2_prior_knowledge(args.http2);
+    let permission = match args.permission.as_deref() {
+        Some("rw") => Permission::ReadWrite,
+        Some(_) => Permission::ReadOnly,
+        None if args.command == "put" => Permission::ReadWrite,
+        None => Permission::ReadOnly,
+    };
+    let mut call = Call::new(args.command.clone()).permission(permission);
+    for arg in &args.args {
+        let (name, value) = arg
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("argument {arg:?} is not NAME=VALUE")))?;
+        call = call.arg(
+            Bytes::copy_from_slice(name.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        if let Some(path) = &args.data {
+            call = with_data(call, path).await?;
+        }
+        match target {
+            Target::Http(url) => {
+                let client = Client::with_options(&url, options).map_err(Failure::usage)?;
+                let response = client.call(call).await.map_err(failure)?;
+                print_response(response).await
+            }
+            Target::Tcp(addr) => {
+                let conn = Connection::connect_tcp(&addr, options)
+                    .await
+                    .map_err(failure)?;
+                let response = conn.call(call).await.map_err(failure)?;
+                let printed = print_response(response).await;
+                conn.close().await;
+                printed
+            }
+            Target::Stdio(program, words) => {
+                let conn = Connection::spawn_command(&program, &words, options)
+                    .await
+                    .map_err(failure)?;
+                let response = conn.call(call).await.map_err(failure)?;
+                let printed = print_response(response).await;
+                conn.close().await;
+                printed
+            }
+        }
+    });
+    // Reading stdin may still block a runtime thread: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// The data of the call, streamed from the file or stdin.
+async fn with_data(call: Call, path: &std::path::Path) -> Result<Call, Failure> {
+    if path.as_os_str() == "-" {
+        return Ok(call.data_reader(tokio::io::stdin()));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Failure::bad(format!("cannot read {}: {e}", path.display())))?;
+    Ok(call.data_reader(file))
+}
+
+/// Response bytes to stdout as they arrive, text output to stderr; the error's message
+/// is the failure.
+async fn print_response(mut response: ResponseStream) -> CliResult {
+    let mut stdout = std::io::stdout().lock();
+    let result = loop {
+        match response.next().await {
+            None => break Ok(()),
+            Some(Ok(ResponseEvent::Data(data))) => stdout.write_all(&data)?,
+            Some(Ok(ResponseEvent::Text(atoms))) => {
+                let mut stderr = std::io::stderr().lock();
+                for atom in atoms {
+                    let text = atom.render().unwrap_or(atom.format);
+                    let _ = stderr.write_all(text.as_bytes());
+                }
+            }
+            Some(Err(e)) => break Err(failure(e)),
+        }
+    };
+    stdout.flush()?;
+    result
+}
+
+/// An application error is reported with the server's message as is; anything else
+/// says what kind of failure it was.
+fn failure(e: hgframe_http::Error) -> Failure {
+    if e.is_application() {
+        Failure::bad(e.message())
+    } else {
+        Failure::bad(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_transport() {
+        assert!(matches!(target("http://h:1").unwrap(), Target::Http(u) if u == "http://h:1"));
+        assert!(matches!(target("127.0.0.1:8000").unwrap(), Target::Http(_)));
+        assert!(matches!(target("tcp://h:1").unwrap(), Target::Tcp(a) if a == "h:1"));
+        match target("stdio:hgframe serve --stdio").unwrap() {
+            Target::Stdio(p, a) => {
+                assert_eq!(p, "hgframe");
+                assert_eq!(a, ["serve", "--stdio"]);
+            }
+            _ => panic!("not stdio"),
+        }
+        assert!(target("stdio:").is_err());
+        assert!(target("https://h").is_err());
+    }
 }

@@ -1,11 +1,189 @@
-//! `hgframe` subcommands: not written yet (owned by the layer that provides them).
+//! `hgframe serve`: the HTTP server (and, with `--tcp` or `--stdio`, the byte-stream
+//! transport) with the commands `echo`, `files`, `cat` and `put` over a root directory.
+//!
+//! The first line of stdout is the address the HTTP server listens on (`HOST:PORT`,
+//! the real port when `--listen` asked for port 0); with `--tcp`, the second line is
+//! `tcp://HOST:PORT`. With `--stdio`, stdout carries frames only. Logs, one line per
+//! exchange with its counters, go to stderr (`RUST_LOG` filters them; default `info`).
+//! SIGINT or SIGTERM stops accepting, finishes the responses in flight, and exits 0.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use hgframe_http::bytestream::{serve_connection, serve_tcp};
+use hgframe_http::fileserver::FileCommands;
+use hgframe_http::{serve, ExchangeStats, HgFrameService, Registry, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::{CliResult, Failure};
 
-/// Options (to be defined).
+/// Options of `serve`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {}
+pub(crate) struct ServeArgs {
+    /// Address of the HTTP server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    listen: String,
+    /// Directory the commands work in; paths never leave it.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
+    /// Content encoding of responses, in order of preference (repeatable); a client
+    /// gets the first it accepts, else identity. Default: zstd-8mb, identity.
+    #[arg(long = "encoding", value_name = "PROFILE")]
+    encodings: Vec<String>,
+    /// Zstandard level of compressed responses.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    level: i32,
+    /// Also serve the byte-stream transport on this TCP address.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// Serve one byte-stream connection on stdin/stdout, and nothing else.
+    #[arg(long, conflicts_with = "tcp")]
+    stdio: bool,
+    /// Answer `debugreflect` requests (off by default).
+    #[arg(long)]
+    debugreflect: bool,
+}
 
-pub(crate) fn run(_args: ServeArgs) -> CliResult {
-    Err(Failure::usage("this subcommand is not implemented yet"))
+pub(crate) fn run(args: ServeArgs) -> CliResult {
+    init_logging();
+    let known = hgframe_stream::Profiles::default();
+    if let Some(unknown) = args.encodings.iter().find(|p| !known.contains(p)) {
+        return Err(Failure::usage(format!(
+            "unknown encoding {unknown:?}; this build knows: {}",
+            known.accept_list()
+        )));
+    }
+    let mut registry = Registry::new();
+    FileCommands::new(&args.root)
+        .and_then(|files| files.register(&mut registry))
+        .map_err(Failure::bad)?;
+    let mut config = ServerConfig::default();
+    if !args.encodings.is_empty() {
+        config.set_encodings(&args.encodings);
+    }
+    config
+        .set_debugreflect(args.debugreflect)
+        .set_observer(log_exchange);
+    config.reactor_mut().set_level(args.level);
+    let service = HgFrameService::new(registry, config);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: finishing the responses in flight");
+            let _ = stop_tx.send(true);
+        });
+        if args.stdio {
+            let stats = serve_connection(
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+                &service,
+                stopped(stop_rx),
+            )
+            .await;
+            tracing::debug!(?stats.outcome, "stdio connection ended");
+            return Ok(());
+        }
+        let http = TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| Failure::bad(format!("cannot listen on {}: {e}", args.listen)))?;
+        let tcp = match &args.tcp {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Failure::bad(format!("cannot listen on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", http.local_addr()?)?;
+            if let Some(tcp) = &tcp {
+                writeln!(stdout, "tcp://{}", tcp.local_addr()?)?;
+            }
+            stdout.flush()?;
+        }
+        let byte_streams = tcp.map(|listener| {
+            let service = service.clone();
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move { serve_tcp(listener, service, stop).await })
+        });
+        serve(http, service, stopped(stop_rx))
+            .await
+            .map_err(Failure::bad)?;
+        if let Some(task) = byte_streams {
+            if let Ok(Err(e)) = task.await {
+                return Err(Failure::bad(e));
+            }
+        }
+        Ok(())
+    });
+    // Reading stdin may still block a runtime thread: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+/// Completes once the stop flag is raised.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Logs to stderr; `RUST_LOG` decides what (default: `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// One log line per exchange, with its counters.
+fn log_exchange(stats: &ExchangeStats) {
+    let streams: Vec<String> = stats
+        .streams
+        .iter()
+        .map(|s| {
+            format!(
+                "stream {} {}: raw {} B, wire {} B, {} frames, encoding {:.3} ms",
+                s.stream_id,
+                s.profile,
+                s.raw_bytes,
+                s.wire_bytes,
+                s.frames,
+                s.encode_time.as_secs_f64() * 1e3
+            )
+        })
+        .collect();
+    tracing::info!(
+        transport = ?stats.transport,
+        outcome = ?stats.outcome,
+        commands = stats.commands,
+        bytes_in = stats.bytes_in,
+        bytes_out = stats.bytes_out,
+        elapsed_ms = stats.elapsed.as_secs_f64() * 1e3,
+        "exchange: {}",
+        if streams.is_empty() { "no output".to_owned() } else { streams.join("; ") }
+    );
 }

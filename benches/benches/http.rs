@@ -1,0 +1,275 @@
+//! The HTTP transport against baselines measured in the same run, server and client in
+//! one process on loopback.
+//!
+//! `HGFRAME_CORPUS=/work/corpus cargo bench -p hgframe-benches --bench http`
+//!
+//! - `http/echo_small`: requests per second of `echo` with a 64-byte payload over
+//!   HTTP/1.1 keep-alive, against a bare hyper handler that reads the same request body
+//!   and answers the same bytes. The same raw hyper client drives both, so the
+//!   difference is the server; `hgframe_client` adds our own client. Goal (issue 5):
+//!   `hgframe_server` >= 0.8x `bare_hyper`.
+//! - `http/cat_bulk`: `cat` of one large file (`HGFRAME_HTTP_BULK_BYTES`, default 256 MiB:
+//!   `$HGFRAME_CORPUS/bulk.bin` repeated, or generated text), identity and zstd-8mb, in
+//!   bytes per second, against reading the file locally in 256 KiB pieces.
+
+// `criterion_group!` generates a function without documentation.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hgframe_http::fileserver::FileCommands;
+use hgframe_http::{
+    serve, Call, Client, ClientOptions, HgFrameService, Registry, ServerConfig, MEDIA_TYPE,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+type RawClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `serve` with the file commands over `root`.
+async fn start_hgframe(root: &std::path::Path) -> SocketAddr {
+    let mut registry = Registry::new();
+    FileCommands::new(root)
+        .unwrap()
+        .register(&mut registry)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = HgFrameService::new(registry, ServerConfig::default());
+    tokio::spawn(serve(listener, service, std::future::pending()));
+    addr
+}
+
+/// A bare hyper server (same connection builder as `serve`) that reads the request body
+/// and answers `answer`.
+async fn start_bare(answer: Bytes) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let answer = answer.clone();
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", MEDIA_TYPE)
+                                    .body(Full::new(answer))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn post(client: &RawClient, url: &str, body: Bytes) -> Bytes {
+    let request = http::Request::post(url)
+        .header("accept", MEDIA_TYPE)
+        .header("content-type", MEDIA_TYPE)
+        .body(Full::new(body))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// The frames of `echo` with `data`, as a client sends them.
+fn echo_request(data: &[u8]) -> Bytes {
+    let target = hgframe_wire::build::FrameTarget::new(
+        hgframe_wire::RequestId(1),
+        hgframe_wire::StreamId(1),
+    );
+    let frames = hgframe_wire::build::command_frames(target, b"echo", [], Some(data)).unwrap();
+    let mut out = bytes::BytesMut::new();
+    for (i, f) in frames.into_iter().enumerate() {
+        let f = if i == 0 {
+            f.with_stream_flags(hgframe_wire::StreamFlags::STREAM_BEGIN)
+        } else {
+            f
+        };
+        f.encode(&mut out);
+    }
+    out.freeze()
+}
+
+fn echo_small(c: &mut Criterion) {
+    let rt = runtime();
+    let root = tempfile::tempdir().unwrap();
+    let payload = vec![b'e'; 64];
+    let request = echo_request(&payload);
+    let raw: RawClient =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let (hg_url, bare_url, answer) = rt.block_on(async {
+        let hg = start_hgframe(root.path()).await;
+        let hg_url = format!("http://{hg}/api/exp-http-v2-0001/ro/echo");
+        let answer = post(&raw, &hg_url, request.clone()).await;
+        let bare = start_bare(answer.clone()).await;
+        (
+            hg_url,
+            format!("http://{bare}/api/exp-http-v2-0001/ro/echo"),
+            answer,
+        )
+    });
+    let client = Client::new(&hg_url.replace("/api/exp-http-v2-0001/ro/echo", "")).unwrap();
+    let mut group = c.benchmark_group("http/echo_small");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(5));
+    let bench_raw = |url: String| {
+        let raw = raw.clone();
+        let request = request.clone();
+        let answer = answer.clone();
+        let rt = &rt;
+        move |b: &mut criterion::Bencher<'_>| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let got = post(&raw, &url, request.clone()).await;
+                        debug_assert_eq!(got, answer);
+                        black_box(got);
+                    }
+                    start.elapsed()
+                })
+            })
+        }
+    };
+    group.bench_function("bare_hyper", bench_raw(bare_url));
+    group.bench_function("hgframe_server", bench_raw(hg_url));
+    group.bench_function("hgframe_client", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let call = Call::new("echo").data(Bytes::from(payload.clone()));
+                    let got = client.call(call).await.unwrap().collect().await.unwrap();
+                    black_box(got);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The bulk file: the corpus repeated, or generated text.
+fn bulk(len: usize) -> Vec<u8> {
+    if let Ok(dir) = std::env::var("HGFRAME_CORPUS") {
+        let path = std::path::Path::new(&dir).join("bulk.bin");
+        match std::fs::read(&path) {
+            Ok(pass) if !pass.is_empty() => {
+                eprintln!("bulk file: {} repeated to {len} bytes", path.display());
+                return pass.iter().copied().cycle().take(len).collect();
+            }
+            _ => eprintln!("cannot read {}; using generated text", path.display()),
+        }
+    }
+    eprintln!("bulk file: generated text, {len} bytes");
+    let words = [
+        "frame", "stream", "request", "zstd", "payload", "encoding", "window", "header", "def",
+        "return", "self", "import", "class", "None", "value", "context",
+    ];
+    let mut out = Vec::with_capacity(len);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % 16) as usize].as_bytes());
+        out.push(if matches!(x % 11, 0) { b'\n' } else { b' ' });
+        if matches!(x % 5, 0) {
+            out.extend_from_slice(format!("{}", x % 1000).as_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn cat_bulk(c: &mut Criterion) {
+    let len: usize = std::env::var("HGFRAME_HTTP_BULK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 20);
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("bulk.bin");
+    std::fs::write(&path, bulk(len)).unwrap();
+    let rt = runtime();
+    let addr = rt.block_on(start_hgframe(root.path()));
+    let mut identity = ClientOptions::default();
+    identity.set_encodings(&["identity"]);
+    let clients = [
+        (
+            "cat_identity",
+            Client::with_options(&addr.to_string(), identity).unwrap(),
+        ),
+        ("cat_zstd", Client::new(&addr.to_string()).unwrap()),
+    ];
+
+    let mut group = c.benchmark_group("http/cat_bulk");
+    group.throughput(Throughput::Bytes(len as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("read_locally", |b| {
+        let mut buf = vec![0u8; 256 << 10];
+        b.iter(|| {
+            let mut file = std::fs::File::open(&path).unwrap();
+            let mut total = 0;
+            loop {
+                let n = file.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            assert_eq!(total, len);
+        })
+    });
+    for (name, client) in &clients {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut stream = client
+                        .call(Call::new("cat").arg("path", "bulk.bin"))
+                        .await
+                        .unwrap();
+                    let mut total = 0;
+                    while let Some(event) = stream.next().await {
+                        if let hgframe_http::ResponseEvent::Data(d) = event.unwrap() {
+                            total += d.len();
+                        }
+                    }
+                    assert_eq!(total, len);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, echo_small, cat_bulk);
+criterion_main!(benches);

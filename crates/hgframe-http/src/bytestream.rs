@@ -1,0 +1,327 @@
+//! The protocol over any long-lived byte stream: TCP, a Unix socket, a child process's
+//! stdin and stdout (`ssh host hgframe serve --stdio`, the way Mercurial's SSH transport
+//! works).
+//!
+//! The bytes are frames and nothing else, in both directions, from the first byte to
+//! the last, and the connection is full duplex: the client may send commands at any
+//! time, and the server answers each as soon as it can. One connection is one exchange:
+//! streams, and their compression contexts, live across all of its requests. That is
+//! what makes it the best transport for many small commands (`hgframe demo`).
+//!
+//! # Negotiating the content encoding
+//!
+//! Over HTTP the client lists what it accepts in a header. A byte stream has no header,
+//! so the client says it with a command, `hello`, reserved by the transport:
+//!
+//! ```text
+//! client: 1 1 stream-begin command-name have-args hello
+//!         1 1 0 command-argument eoa <encodings = "zstd-8mb, identity">
+//! server: 1 2 stream-begin stream-settings 0 <zstd-8mb>          (if chosen)
+//!         1 2 encoded bytes-response eos <encoding=zstd-8mb\n>
+//! ```
+//!
+//! - `hello` may only be the first command of a connection; later, it is an application
+//!   error. Its argument `encodings` has the syntax of the HTTP header (names in
+//!   preference order, comma separated).
+//! - The server picks the first of its own preferences that the client lists
+//!   (`identity` if none) and answers `encoding=<profile>\n`. Its first stream starts
+//!   with that answer, already in the chosen encoding: the client can decode it since it
+//!   offered the profile.
+//! - A client that sends no `hello` gets `identity` for the whole connection. The
+//!   client's own stream may use any profile the server supports (the server decodes
+//!   every profile of its build), announced by its `stream-settings` as always.
+//!
+//! [`Connection`] sends `hello` when it accepts anything but `identity`.
+//!
+//! # Ending
+//!
+//! The client half-closes (end of its input for the server) when it has nothing more to
+//! send; the server then finishes the responses in flight and closes. A server that
+//! shuts down does the same as if the client had half-closed.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
+
+use crate::body::BodyChunk;
+use crate::client::driver::{Input, NewCall};
+use crate::client::{queue_calls, Call, ClientOptions, ResponseStream};
+use crate::error::Error;
+use crate::exchange::Scope;
+use crate::server::HgFrameService;
+use crate::stats::{ExchangeStats, Transport};
+
+/// Serves one byte-stream connection until the client half-closes it (or `stop`
+/// completes: the server then stops reading and finishes the responses in flight).
+/// Returns the connection's counters.
+pub async fn serve_connection<R, W, F>(
+    reader: R,
+    writer: W,
+    service: &HgFrameService,
+    stop: F,
+) -> ExchangeStats
+where
+    R: AsyncRead + Send + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let reactor = service.new_reactor(true);
+    let input = stop_reading_on(service.frames(reader), stop);
+    let (tx, rx) = mpsc::channel(service.config().body_queue());
+    let exchange = service
+        .exchange(
+            reactor,
+            Scope::ByteStream,
+            ExchangeStats::new(Transport::ByteStream, true),
+        )
+        .run(input, tx)
+        .instrument(tracing::info_span!("hgframe.connection"));
+    // One task: the exchange and the writer advance together.
+    let (stats, ()) = tokio::join!(exchange, write_all_chunks(rx, writer));
+    stats
+}
+
+/// Frames from `input` until `stop` completes, then the end of input.
+fn stop_reading_on<F>(input: crate::server::FrameInput, stop: F) -> crate::server::FrameInput
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    Box::pin(input.take_until(stop))
+}
+
+/// Writes every chunk, flushing whenever the queue runs dry, then shuts the writer down.
+/// An error chunk (the exchange gave up) shuts down without writing more.
+async fn write_all_chunks<W>(mut rx: mpsc::Receiver<BodyChunk>, mut writer: W)
+where
+    W: AsyncWrite + Unpin,
+{
+    while let Some(chunk) = rx.recv().await {
+        let Ok(chunk) = chunk else { break };
+        if writer.write_all(&chunk).await.is_err() {
+            // The peer is gone; dropping `rx` tells the exchange.
+            return;
+        }
+        if rx.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Serves byte-stream connections from `listener` until `shutdown` completes; then
+/// stops accepting, tells every connection to stop reading, and waits (up to the
+/// configured grace period) for their responses in flight.
+pub async fn serve_tcp<F>(
+    listener: TcpListener,
+    service: HgFrameService,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    F: Future<Output = ()> + Send,
+{
+    let config = service.config().clone();
+    let limit = Arc::new(Semaphore::new(config.max_connections()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let mut stop = stop_rx.clone();
+        connections.spawn(
+            async move {
+                let (reader, writer) = stream.into_split();
+                let stop = async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                };
+                let stats = serve_connection(reader, writer, &service, stop).await;
+                tracing::debug!(?stats.outcome, commands = stats.commands, "connection ended");
+                drop(permit);
+            }
+            .instrument(tracing::debug_span!("hgframe.bytestream", %peer)),
+        );
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let wait_all = async { while connections.join_next().await.is_some() {} };
+    match config.shutdown_grace() {
+        Some(grace) => {
+            if tokio::time::timeout(grace, wait_all).await.is_err() {
+                tracing::warn!(
+                    "byte-stream connections still busy after the grace period; dropped"
+                );
+            }
+        }
+        None => wait_all.await,
+    }
+    Ok(())
+}
+
+/// A client connection over a byte stream: many calls, one long-lived exchange.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), hgframe_http::Error> {
+/// use hgframe_http::{bytestream::Connection, Call, ClientOptions};
+/// let conn = Connection::connect_tcp("127.0.0.1:9000", ClientOptions::default()).await?;
+/// println!("responses use {}", conn.encoding());
+/// let files = conn.call(Call::new("files")).await?.collect().await?;
+/// conn.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    calls: mpsc::Sender<NewCall>,
+    response_queue: usize,
+    encoding: String,
+    driver: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+    child: Option<tokio::process::Child>,
+}
+
+impl Connection {
+    /// A connection over `reader` and `writer`; sends `hello` first if the options
+    /// accept any encoding but `identity`.
+    pub async fn new<R, W>(reader: R, writer: W, options: ClientOptions) -> Result<Self, Error>
+    where
+        R: AsyncRead + Send + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (calls_tx, calls_rx) = mpsc::channel(16);
+        let (driver, accepts) = options.new_driver(calls_rx, true);
+        let codec =
+            hgframe_wire::codec::FrameCodec::with_max_payload_len(options.max_frame_payload());
+        let frames: crate::server::FrameInput =
+            Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
+        let (out_tx, out_rx) = mpsc::channel(4);
+        let writer = tokio::spawn(write_all_chunks(out_rx, writer));
+        let driver = tokio::spawn(driver.run(Input::Ready(frames), out_tx));
+        let mut conn = Self {
+            calls: calls_tx,
+            response_queue: options.response_queue(),
+            encoding: hgframe_reactor::IDENTITY.to_owned(),
+            driver,
+            writer,
+            child: None,
+        };
+        let only_identity = accepts
+            .split(',')
+            .all(|p| p.trim().is_empty() || p.trim() == hgframe_reactor::IDENTITY);
+        if !only_identity {
+            let hello = conn
+                .call(Call::new("hello").arg("encodings", Bytes::from(accepts)))
+                .await?
+                .collect()
+                .await?;
+            let answer = String::from_utf8_lossy(&hello.data);
+            if let Some(profile) = answer.trim_end().strip_prefix("encoding=") {
+                conn.encoding = profile.to_owned();
+            }
+        }
+        Ok(conn)
+    }
+
+    /// A TCP connection to `addr` (`HOST:PORT`).
+    pub async fn connect_tcp(addr: &str, options: ClientOptions) -> Result<Self, Error> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::io(format!("cannot connect to {addr}"), e))?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        Self::new(reader, writer, options).await
+    }
+
+    /// Starts `program` with `args` and talks to it over its stdin and stdout (its
+    /// stderr is inherited). The child is killed if the connection is dropped.
+    pub async fn spawn_command(
+        program: &str,
+        args: &[String],
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot start {program}"), e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::closed(format!("{program} has no pipes")));
+        };
+        let mut conn = Self::new(stdout, stdin, options).await?;
+        conn.child = Some(child);
+        Ok(conn)
+    }
+
+    /// The content encoding the server uses for its responses.
+    pub fn encoding(&self) -> &str {
+        &self.encoding
+    }
+
+    /// Calls one command. Calls may be made from many tasks at once (`&self`); at most
+    /// the configured window of them are in flight, the others wait their turn.
+    pub async fn call(&self, call: Call) -> Result<ResponseStream, Error> {
+        let (events, events_rx) = mpsc::channel(self.response_queue);
+        self.calls
+            .send(NewCall { call, events })
+            .await
+            .map_err(|_| Error::closed("the connection has ended"))?;
+        Ok(ResponseStream::new(events_rx))
+    }
+
+    /// Calls several commands; their response streams in the same order.
+    pub async fn call_many(&self, calls: Vec<Call>) -> Result<Vec<ResponseStream>, Error> {
+        let (mut rx, streams) = queue_calls(calls, self.response_queue);
+        while let Ok(call) = rx.try_recv() {
+            self.calls
+                .send(call)
+                .await
+                .map_err(|_| Error::closed("the connection has ended"))?;
+        }
+        Ok(streams)
+    }
+
+    /// Says there will be no more calls, waits for every response to end and the
+    /// connection to close (and for the child process, if any, to exit).
+    pub async fn close(mut self) {
+        let Self {
+            calls,
+            driver,
+            writer,
+            ..
+        } = &mut self;
+        let (tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(calls, tx));
+        let _ = driver.await;
+        let _ = writer.await;
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.wait().await;
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The client's side of an exchange, driven by one task that owns the client reactor.
+//! The HTTP client runs one per request; a byte-stream connection runs one for its
+//! whole life.
+//!
+//! | branch   | enabled when                                   | does |
+//! |----------|------------------------------------------------|------|
+//! | deliver  | events wait for their response stream          | waits for room in that stream's queue |
+//! | transmit | the reactor has output and the sink is open    | pulls up to one chunk of frames into the sink |
+//! | feed     | a command's data is streamed, little is queued | takes the next piece of the data |
+//! | call     | calls may come, fewer than the window in flight, little is queued | issues the next command |
+//! | head     | (HTTP) the response has not started            | waits for it, checks its status |
+//! | read     | input is open and no event waits               | decodes a frame, turns it into events |
+//!
+//! When no call can come any more and all data is sent, the reactor marks the end of
+//! the client's stream and the sink is closed (the HTTP request body ends, or the byte
+//! stream is half-closed); the driver then reads until every response has ended. If
+//! every response stream is dropped, the exchange is abandoned.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use hgframe_reactor::{ClientEvent, ClientReactor, ErrorKind as EventKind, ReactorError};
+use hgframe_wire::codec::CodecError;
+use hgframe_wire::payload::text_output::TextAtom;
+use hgframe_wire::{Frame, RequestId};
+use tokio::sync::mpsc;
+
+use crate::body::BodyChunk;
+use crate::client::{Call, CallData};
+use crate::error::Error;
+use crate::server::FrameInput;
+
+/// What the driver tells a response stream.
+#[derive(Debug)]
+pub(crate) enum Item {
+    Data(Bytes, bool),
+    Text(Vec<TextAtom>),
+    Failed(Error),
+}
+
+/// A command to issue, and where its events go.
+pub(crate) struct NewCall {
+    pub(crate) call: Call,
+    pub(crate) events: mpsc::Sender<Item>,
+}
+
+/// Where the server's frames come from.
+pub(crate) enum Input {
+    /// Already flowing (byte streams).
+    Ready(FrameInput),
+    /// Once the HTTP response has started and passed its checks.
+    Pending(BoxFuture<'static, Result<FrameInput, Error>>),
+}
+
+/// A command whose data is being streamed.
+struct Source {
+    request: RequestId,
+    data: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+pub(crate) struct Driver {
+    reactor: ClientReactor,
+    calls: mpsc::Receiver<NewCall>,
+    calls_open: bool,
+    window: usize,
+    chunk: usize,
+    requests: HashMap<RequestId, mpsc::Sender<Item>>,
+    sources: VecDeque<Source>,
+    deliveries: VecDeque<(mpsc::Sender<Item>, Item)>,
+    sending_done: bool,
+    input_done: bool,
+    abandoned: bool,
+}
+
+impl Driver {
+    /// `window`: most commands in flight at once (commands beyond wait their turn).
+    pub(crate) fn new(
+        reactor: ClientReactor,
+        calls: mpsc::Receiver<NewCall>,
+        window: usize,
+        chunk: usize,
+    ) -> Self {
+        Self {
+            reactor,
+            calls,
+            calls_open: true,
+            window: window.max(1),
+            chunk,
+            requests: HashMap::new(),
+            sources: VecDeque::new(),
+            deliveries: VecDeque::new(),
+            sending_done: false,
+            input_done: false,
+            abandoned: false,
+        }
+    }
+
+    /// Runs until every response has ended (or the connection failed).
+    pub(crate) async fn run(mut self, input: Input, out: mpsc::Sender<BodyChunk>) {
+        let (mut frames, mut head) = match input {
+            Input::Ready(frames) => (Some(frames), None),
+            Input::Pending(head) => (None, Some(head)),
+        };
+        let mut out = Some(out);
+        let mut buf = BytesMut::new();
+        loop {
+            self.maybe_finish_sending(&mut out);
+            if self.is_done() {
+                break;
+            }
+            let queued_little = self.reactor.queued_output_bytes() < self.chunk;
+            let can_call =
+                self.calls_open && queued_little && self.reactor.in_flight() < self.window;
+            let can_read = frames.is_some() && !self.input_done && self.deliveries.is_empty();
+            tokio::select! {
+                biased;
+                permit = reserve_delivery(self.deliveries.front()), if !self.deliveries.is_empty() => {
+                    let Some((_, item)) = self.deliveries.pop_front() else { continue };
+                    match permit {
+                        Some(permit) => {
+                            permit.send(item);
+                        }
+                        // That response stream was dropped: its events are discarded. If
+                        // no stream is read any more, the exchange is abandoned.
+                        None => self.abandoned = self.nobody_listens(),
+                    }
+                }
+                permit = reserve_out(out.as_ref()), if out.is_some() && self.reactor.has_pending_output() => {
+                    match permit {
+                        Some(permit) => {
+                            self.reactor.poll_transmit(&mut buf, self.chunk);
+                            permit.send(Ok(buf.split().freeze()));
+                        }
+                        None => {
+                            // The request body or the byte stream was closed under us.
+                            out = None;
+                            self.fail_all(&Error::closed("the connection stopped taking the request"));
+                        }
+                    }
+                }
+                piece = next_piece(self.sources.front_mut()), if !self.sources.is_empty() && queued_little => {
+                    self.on_piece(piece, &mut out);
+                }
+                call = self.calls.recv(), if can_call => match call {
+                    Some(call) => self.issue(call),
+                    None => self.calls_open = false,
+                },
+                started = wait_head(head.as_mut()), if head.is_some() => {
+                    head = None;
+                    match started {
+                        Ok(input) => frames = Some(input),
+                        Err(e) => {
+                            self.fail_all(&e);
+                            break;
+                        }
+                    }
+                }
+                frame = next_frame(frames.as_mut()), if can_read => match frame {
+                    Some(Ok(frame)) => {
+                        let events = self.reactor.on_frame(frame);
+                        self.on_events(events);
+                    }
+                    Some(Err(e)) => {
+                        self.fail_all(&Error::protocol(format!("reading the server's frames: {e}")));
+                        self.input_done = true;
+                    }
+                    None => {
+                        let events = self.reactor.on_input_eof();
+                        self.on_events(events);
+                        self.input_done = true;
+                    }
+                },
+            }
+        }
+        // Deliver what is left (the streams may still be read after the driver ends).
+        while let Some((tx, item)) = self.deliveries.pop_front() {
+            let _ = tx.send(item).await;
+        }
+    }
+
+    /// Every call got its answer, or the input ended and everyone was told, or nobody
+    /// listens any more.
+    fn is_done(&self) -> bool {
+        if self.abandoned {
+            return true;
+        }
+        if !self.deliveries.is_empty() {
+            return false;
+        }
+        if self.input_done {
+            return true;
+        }
+        !self.calls_open && self.sources.is_empty() && self.requests.is_empty() && self.sending_done
+    }
+
+    /// No call can come and every response stream was dropped.
+    fn nobody_listens(&self) -> bool {
+        !self.calls_open
+            && self.requests.values().all(mpsc::Sender::is_closed)
+            && self.deliveries.iter().all(|(tx, _)| tx.is_closed())
+    }
+
+    /// Once no command can come and all data went out, ends the client's stream and
+    /// closes the sink.
+    fn maybe_finish_sending(&mut self, out: &mut Option<mpsc::Sender<BodyChunk>>) {
+        if self.calls_open || !self.sources.is_empty() {
+            return;
+        }
+        if !self.sending_done {
+            self.sending_done = true;
+            self.reactor.finish_sending();
+        }
+        if !self.reactor.has_pending_output() {
+            *out = None;
+        }
+    }
+
+    fn issue(&mut self, new: NewCall) {
+        let NewCall { call, events } = new;
+        let Call {
+            name, args, data, ..
+        } = call;
+        let result = match data {
+            None => self.reactor.call_command(name.as_bytes(), args, None),
+            Some(CallData::Bytes(data)) => {
+                self.reactor.call_command(name.as_bytes(), args, Some(data))
+            }
+            Some(CallData::Stream(data)) => {
+                let started = self.reactor.start_command(name.as_bytes(), args, true);
+                if let Ok(request) = started {
+                    self.sources.push_back(Source { request, data });
+                }
+                started
+            }
+        };
+        match result {
+            Ok(request) => {
+                self.requests.insert(request, events);
+            }
+            Err(e) => {
+                let error = Error::invalid(format!("cannot issue {name}: {e}"));
+                self.deliveries.push_back((events, Item::Failed(error)));
+            }
+        }
+    }
+
+    fn on_piece(
+        &mut self,
+        piece: Option<std::io::Result<Bytes>>,
+        out: &mut Option<mpsc::Sender<BodyChunk>>,
+    ) {
+        let Some(request) = self.sources.front().map(|s| s.request) else {
+            return;
+        };
+        // Each piece goes out as soon as it is read (a full-duplex peer may answer it
+        // before the next one exists); the end is an empty `eos` frame.
+        let sent = match piece {
+            Some(Ok(piece)) if piece.is_empty() => Ok(()),
+            Some(Ok(piece)) => self.reactor.send_command_data(request, piece, false),
+            None => {
+                self.sources.pop_front();
+                self.reactor.send_command_data(request, Bytes::new(), true)
+            }
+            Some(Err(e)) => {
+                // The server must not run the command on part of its data, and the
+                // protocol cannot take data back: abandon the whole connection.
+                let error = Error::io("reading the command data", e);
+                if let Some(out) = out.take() {
+                    let _ = out.try_send(Err(error.duplicate()));
+                }
+                self.sources.clear();
+                self.fail_all(&error);
+                self.input_done = true;
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            // The response already ended (the server refused the command early): the
+            // rest of the data is not needed.
+            tracing::debug!(request = request.0, error = %e, "command data not sent");
+            if self.sources.front().is_some_and(|s| s.request == request) {
+                self.sources.pop_front();
+            }
+        }
+    }
+
+    fn on_events(&mut self, events: Result<Vec<ClientEvent>, ReactorError>) {
+        let events = match events {
+            Ok(events) => events,
+            Err(e) => {
+                self.fail_all(&Error::protocol(e.to_string()));
+                self.input_done = true;
+                return;
+            }
+        };
+        for event in events {
+            let request = event.request_id();
+            let tx = if event.is_final() {
+                self.requests.remove(&request)
+            } else {
+                self.requests.get(&request).cloned()
+            };
+            let Some(tx) = tx else { continue };
+            let item = match event {
+                ClientEvent::ResponseData { data, eos, .. } => Item::Data(data, eos),
+                ClientEvent::TextOutput { atoms, .. } => Item::Text(atoms),
+                ClientEvent::Error { kind, message, .. } => Item::Failed(match kind {
+                    EventKind::Application => Error::application(message),
+                    EventKind::Protocol => Error::protocol(message),
+                    _ => Error::closed(message),
+                }),
+                _ => continue,
+            };
+            self.deliveries.push_back((tx, item));
+        }
+    }
+
+    /// Tells every request in flight (and every call not issued yet) the same failure.
+    fn fail_all(&mut self, error: &Error) {
+        for (_, tx) in self.requests.drain() {
+            self.deliveries
+                .push_back((tx, Item::Failed(error.duplicate())));
+        }
+        self.calls.close();
+        while let Ok(call) = self.calls.try_recv() {
+            self.deliveries
+                .push_back((call.events, Item::Failed(error.duplicate())));
+        }
+        self.calls_open = false;
+        self.sources.clear();
+    }
+}
+
+async fn reserve_delivery(
+    front: Option<&(mpsc::Sender<Item>, Item)>,
+) -> Option<mpsc::OwnedPermit<Item>> {
+    match front {
+        Some((tx, _)) => tx.clone().reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve_out(
+    out: Option<&mpsc::Sender<BodyChunk>>,
+) -> Option<mpsc::OwnedPermit<BodyChunk>> {
+    match out {
+        // An owned permit, so that `out` may be closed in the same turn.
+        Some(tx) => tx.clone().reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_piece(source: Option<&mut Source>) -> Option<std::io::Result<Bytes>> {
+    match source {
+        Some(s) => s.data.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_head(
+    head: Option<&mut BoxFuture<'static, Result<FrameInput, Error>>>,
+) -> Result<FrameInput, Error> {
+    match head {
+        Some(head) => head.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_frame(frames: Option<&mut FrameInput>) -> Option<Result<Frame, CodecError>> {
+    match frames {
+        Some(frames) => frames.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,518 @@
+//! Commands an application serves: the registry, and the API a handler sees.
+//!
+//! A command has a name, a [`Permission`] and an async [`Handler`]. The handler gets a
+//! [`CommandInput`] (the arguments, and the command data as a [`DataReader`]) and a
+//! [`Responder`] through which it streams its answer: response bytes, text output, and at
+//! the end either success or a [`CommandError`] (an application `error-response`).
+//!
+//! ```
+//! use hgframe_http::{CommandError, CommandInput, Permission, Registry, Responder};
+//!
+//! let mut registry = Registry::new();
+//! registry.register("greet", Permission::ReadOnly, |input: CommandInput, mut out: Responder| async move {
+//!     let name = input.arg_str("name")?;
+//!     out.write(format!("hello, {name}\n")).await?;
+//!     Ok::<(), CommandError>(())
+//! })?;
+//! # Ok::<(), hgframe_http::Error>(())
+//! ```
+//!
+//! Back-pressure: every [`Responder`] call waits for room in a bounded queue that the
+//! exchange drains only as fast as the peer reads, so a handler producing faster than the
+//! peer consumes is paused, never buffered without bound.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use hgframe_wire::payload::text_output::TextAtom;
+use hgframe_wire::RequestId;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+
+/// Names the transports use themselves, which applications cannot register.
+pub const RESERVED_NAMES: [&str; 3] = ["multirequest", "debugreflect", "hello"];
+
+/// What a command may do, and the URL segment that grants it (`ro` or `rw`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Reads only; reachable through `ro` and `rw` URLs.
+    ReadOnly,
+    /// May change state; reachable only through `rw` URLs.
+    ReadWrite,
+}
+
+impl Permission {
+    /// The URL segment: `ro` or `rw`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "ro",
+            Self::ReadWrite => "rw",
+        }
+    }
+
+    /// Parses a URL segment.
+    pub fn from_segment(segment: &str) -> Option<Self> {
+        match segment {
+            "ro" => Some(Self::ReadOnly),
+            "rw" => Some(Self::ReadWrite),
+            _ => None,
+        }
+    }
+
+    /// Whether a request granted `self` may run a command that needs `needed`.
+    pub fn allows(self, needed: Self) -> bool {
+        self >= needed
+    }
+}
+
+/// An application's failure to run a command: sent to the client as an application
+/// `error-response` with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    message: String,
+}
+
+impl CommandError {
+    /// An error with a message for people.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+impl From<Disconnected> for CommandError {
+    fn from(_: Disconnected) -> Self {
+        Self::new("the exchange ended before the response was complete")
+    }
+}
+
+/// The exchange this handler answers ended (the client went away, or the server
+/// aborted it): nothing more can be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the exchange ended before the response was complete")]
+pub struct Disconnected;
+
+/// An async command handler.
+///
+/// Implemented for every `Fn(CommandInput, Responder) -> impl Future<Output =
+/// Result<(), CommandError>>` that is `Send + Sync + 'static`, so a closure or an `async
+/// fn` will do. Handlers run inside their exchange's task, next to each other: one
+/// with heavy work should move it to `spawn_blocking` (as `cat` reads files) or a task
+/// of its own. A handler is dropped (cancelled at an `.await`) when its exchange ends
+/// early; a panic fails its command only.
+pub trait Handler: Send + Sync + 'static {
+    /// Runs the command: read `input`, write the answer to `out`.
+    fn call(
+        &self,
+        input: CommandInput,
+        out: Responder,
+    ) -> BoxFuture<'static, Result<(), CommandError>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(CommandInput, Responder) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CommandError>> + Send + 'static,
+{
+    fn call(
+        &self,
+        input: CommandInput,
+        out: Responder,
+    ) -> BoxFuture<'static, Result<(), CommandError>> {
+        Box::pin(self(input, out))
+    }
+}
+
+/// A registered command.
+#[derive(Clone)]
+pub struct Command {
+    permission: Permission,
+    handler: Arc<dyn Handler>,
+}
+
+impl Command {
+    /// What the command needs.
+    pub fn permission(&self) -> Permission {
+        self.permission
+    }
+
+    pub(crate) fn handler(&self) -> Arc<dyn Handler> {
+        Arc::clone(&self.handler)
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command")
+            .field("permission", &self.permission)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The commands a server offers, by name. Shared by every transport and exchange.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    commands: BTreeMap<Bytes, Command>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a command. Fails for an empty name and for the names the
+    /// transports reserve ([`RESERVED_NAMES`]).
+    pub fn register(
+        &mut self,
+        name: &str,
+        permission: Permission,
+        handler: impl Handler,
+    ) -> Result<&mut Self, Error> {
+        if name.is_empty() || RESERVED_NAMES.contains(&name) {
+            return Err(Error::invalid(format!(
+                "cannot register a command named {name:?}: the name is empty or reserved"
+            )));
+        }
+        self.commands.insert(
+            Bytes::copy_from_slice(name.as_bytes()),
+            Command {
+                permission,
+                handler: Arc::new(handler),
+            },
+        );
+        Ok(self)
+    }
+
+    /// The command of that name.
+    pub fn get(&self, name: &[u8]) -> Option<&Command> {
+        self.commands.get(name)
+    }
+
+    /// The names of the registered commands, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.commands
+            .keys()
+            .filter_map(|k| std::str::from_utf8(k).ok())
+    }
+}
+
+/// What a handler is asked: the command's name, its arguments, and its data.
+#[derive(Debug)]
+pub struct CommandInput {
+    name: String,
+    args: BTreeMap<Bytes, Bytes>,
+    data: Option<DataReader>,
+}
+
+impl CommandInput {
+    pub(crate) fn new(
+        name: String,
+        args: BTreeMap<Bytes, Bytes>,
+        data: Option<DataReader>,
+    ) -> Self {
+        Self { name, args, data }
+    }
+
+    /// The command's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// All arguments, in name order.
+    pub fn args(&self) -> &BTreeMap<Bytes, Bytes> {
+        &self.args
+    }
+
+    /// One argument's value.
+    pub fn arg(&self, name: &str) -> Option<&Bytes> {
+        self.args.get(name.as_bytes())
+    }
+
+    /// A required argument, as UTF-8 text; a missing or non-UTF-8 value is a
+    /// [`CommandError`] that names the argument.
+    pub fn arg_str(&self, name: &str) -> Result<&str, CommandError> {
+        let value = self
+            .arg(name)
+            .ok_or_else(|| CommandError::new(format!("missing argument: {name}")))?;
+        std::str::from_utf8(value)
+            .map_err(|_| CommandError::new(format!("argument {name} is not valid UTF-8")))
+    }
+
+    /// Whether the command came with data (the `have-data` flag).
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// Takes the command data, if any. It may still be arriving.
+    pub fn take_data(&mut self) -> Option<DataReader> {
+        self.data.take()
+    }
+}
+
+/// One piece of command data on its way from the exchange to a handler, and whether it is
+/// the last.
+pub(crate) type DataPiece = (Bytes, bool);
+
+/// The command data of one command, as it arrives.
+///
+/// In half-duplex exchanges it comes as one piece once whole (bounded by the reactor's
+/// `max_buffered_data`); in full-duplex exchanges piece by piece, through a bounded queue
+/// whose fill stops the exchange from reading more of the request.
+#[derive(Debug)]
+pub struct DataReader {
+    source: DataSource,
+}
+
+#[derive(Debug)]
+enum DataSource {
+    Whole(Option<Bytes>),
+    Pieces {
+        rx: mpsc::Receiver<DataPiece>,
+        done: bool,
+    },
+}
+
+impl DataReader {
+    /// Data that arrived whole.
+    pub(crate) fn whole(data: Bytes) -> Self {
+        Self {
+            source: DataSource::Whole(Some(data)),
+        }
+    }
+
+    /// Data that will arrive through `rx`.
+    pub(crate) fn pieces(rx: mpsc::Receiver<DataPiece>) -> Self {
+        Self {
+            source: DataSource::Pieces { rx, done: false },
+        }
+    }
+
+    /// The next piece; `Ok(None)` once all data arrived. An error when the exchange
+    /// ended before the last piece.
+    ///
+    /// Cancel-safe: a piece is never lost when the future is dropped unfinished.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, CommandError> {
+        match &mut self.source {
+            DataSource::Whole(data) => Ok(data.take()),
+            DataSource::Pieces { done: true, .. } => Ok(None),
+            DataSource::Pieces { rx, done } => match rx.recv().await {
+                Some((piece, eos)) => {
+                    *done = eos;
+                    Ok(Some(piece))
+                }
+                None => {
+                    *done = true;
+                    Err(CommandError::new(
+                        "the command data ended before its last frame",
+                    ))
+                }
+            },
+        }
+    }
+
+    /// All the (remaining) data in one buffer, refusing more than `limit` bytes.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Bytes, CommandError> {
+        let mut pieces = Vec::new();
+        let mut total = 0usize;
+        while let Some(piece) = self.chunk().await? {
+            total = total.saturating_add(piece.len());
+            if total > limit {
+                return Err(CommandError::new(format!(
+                    "command data exceeds the limit of {limit} bytes"
+                )));
+            }
+            pieces.push(piece);
+        }
+        Ok(match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.pop().unwrap_or_default(),
+            _ => Bytes::from(pieces.concat()),
+        })
+    }
+}
+
+/// What handlers tell their exchange, through one bounded queue per exchange.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Response bytes; `eos` on the last.
+    Data {
+        request: RequestId,
+        data: Bytes,
+        eos: bool,
+    },
+    /// Text output for people.
+    Text {
+        request: RequestId,
+        atoms: Vec<TextAtom>,
+    },
+    /// The handler returned (or panicked, reported by the exchange itself).
+    Finished {
+        request: RequestId,
+        result: Result<(), CommandError>,
+    },
+}
+
+/// Where a handler writes its answer.
+///
+/// Each call waits until the exchange has room (the back-pressure). Data is passed on as
+/// [`Bytes`] without copying; large buffers are cut into pieces of the configured size so
+/// that the exchange can interleave and compress them a piece at a time.
+#[derive(Debug)]
+pub struct Responder {
+    request: RequestId,
+    tx: mpsc::Sender<Report>,
+    piece_size: usize,
+    finished: bool,
+}
+
+impl Responder {
+    pub(crate) fn new(request: RequestId, tx: mpsc::Sender<Report>, piece_size: usize) -> Self {
+        Self {
+            request,
+            tx,
+            piece_size: piece_size.max(1),
+            finished: false,
+        }
+    }
+
+    /// The request this responder answers.
+    pub fn request_id(&self) -> RequestId {
+        self.request
+    }
+
+    /// Sends response bytes. More may follow.
+    ///
+    /// Cancel-safe only between pieces: if dropped unfinished, a prefix of `data` may have
+    /// been sent.
+    pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<(), Disconnected> {
+        self.send_data(data.into(), false).await
+    }
+
+    /// Sends the last response bytes (possibly none) and ends the response.
+    pub async fn finish(mut self, data: impl Into<Bytes>) -> Result<(), Disconnected> {
+        self.send_data(data.into(), true).await
+    }
+
+    /// Sends text output (all atoms go in one `text-output` frame, so they must fit in
+    /// one; a message that does not fit is reported as an error to the client).
+    pub async fn text(&mut self, atoms: Vec<TextAtom>) -> Result<(), Disconnected> {
+        if self.finished {
+            return Ok(());
+        }
+        self.tx
+            .send(Report::Text {
+                request: self.request,
+                atoms,
+            })
+            .await
+            .map_err(|_| Disconnected)
+    }
+
+    async fn send_data(&mut self, mut data: Bytes, eos: bool) -> Result<(), Disconnected> {
+        if self.finished {
+            return Ok(());
+        }
+        loop {
+            let piece = data.split_to(data.len().min(self.piece_size));
+            let last = data.is_empty();
+            self.tx
+                .send(Report::Data {
+                    request: self.request,
+                    data: piece,
+                    eos: eos && last,
+                })
+                .await
+                .map_err(|_| Disconnected)?;
+            if last {
+                break;
+            }
+        }
+        self.finished = eos;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_nest() {
+        assert!(Permission::ReadWrite.allows(Permission::ReadOnly));
+        assert!(Permission::ReadWrite.allows(Permission::ReadWrite));
+        assert!(Permission::ReadOnly.allows(Permission::ReadOnly));
+        assert!(!Permission::ReadOnly.allows(Permission::ReadWrite));
+        assert_eq!(Permission::from_segment("ro"), Some(Permission::ReadOnly));
+        assert_eq!(Permission::from_segment("rw"), Some(Permission::ReadWrite));
+        assert_eq!(Permission::from_segment("RO"), None);
+    }
+
+    #[test]
+    fn reserved_and_empty_names_are_refused() {
+        let mut r = Registry::new();
+        let h = |_: CommandInput, _: Responder| async { Ok::<(), CommandError>(()) };
+        for name in RESERVED_NAMES.iter().copied().chain([""]) {
+            assert!(r.register(name, Permission::ReadOnly, h).is_err(), "{name}");
+        }
+        r.register("x", Permission::ReadWrite, h).unwrap();
+        assert_eq!(r.get(b"x").unwrap().permission(), Permission::ReadWrite);
+        assert_eq!(r.names().collect::<Vec<_>>(), ["x"]);
+    }
+
+    #[tokio::test]
+    async fn responder_cuts_pieces_and_marks_the_last() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let out = Responder::new(RequestId(1), tx, 4);
+        out.finish(Bytes::from_static(b"abcdefghij")).await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(Report::Data { data, eos, .. }) = rx.try_recv() {
+            got.push((data, eos));
+        }
+        assert_eq!(
+            got,
+            [
+                (Bytes::from("abcd"), false),
+                (Bytes::from("efgh"), false),
+                (Bytes::from("ij"), true)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn data_reader_reports_truncation_and_limits() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut r = DataReader::pieces(rx);
+        tx.send((Bytes::from("ab"), false)).await.unwrap();
+        drop(tx);
+        assert_eq!(r.chunk().await.unwrap(), Some(Bytes::from("ab")));
+        assert!(r.chunk().await.is_err());
+
+        let (tx, rx) = mpsc::channel(4);
+        let mut r = DataReader::pieces(rx);
+        tx.send((Bytes::from("ab"), false)).await.unwrap();
+        tx.send((Bytes::from("cd"), true)).await.unwrap();
+        assert_eq!(r.read_to_end(4).await.unwrap(), Bytes::from("abcd"));
+
+        let mut r = DataReader::whole(Bytes::from("abcde"));
+        assert!(r.read_to_end(4).await.is_err());
+    }
+}

@@ -1,0 +1,391 @@
+//! The HTTP server: a [`tower::Service`] ([`HgFrameService`]) that can be mounted behind
+//! any middleware, and [`serve`], which runs it on a TCP listener with the production
+//! basics (HTTP/1.1 and h2c, connection limit, header timeout, graceful shutdown).
+
+mod reflect;
+pub(crate) mod route;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt};
+use hgframe_reactor::{DataMode, ServerReactor};
+use hgframe_stream::parse_accept_list;
+use hgframe_wire::codec::{CodecError, FrameCodec};
+use hgframe_wire::Frame;
+use http::{header, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::FramedRead;
+use tokio_util::io::StreamReader;
+use tracing::Instrument;
+
+use self::route::{route, text_response, Route, Target};
+use crate::body::FrameBody;
+use crate::command::Registry;
+use crate::config::{Duplex, ServerConfig, ENCODINGS_HEADER};
+use crate::error::Error;
+use crate::exchange::{Exchange, Scope};
+use crate::stats::{ExchangeStats, Transport};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Frames read from some input, boxed so that every transport feeds the same exchange.
+pub(crate) type FrameInput = Pin<Box<dyn Stream<Item = Result<Frame, CodecError>> + Send>>;
+
+/// The hgframe HTTP endpoint as a [`tower::Service`]: one request runs one exchange.
+///
+/// It answers every path (unknown ones with 404), so mount it under the prefix, or as a
+/// fallback, when other routes share the server. Cloning is cheap (shared state).
+///
+/// ```
+/// use hgframe_http::{HgFrameService, Registry, ServerConfig};
+/// let service = HgFrameService::new(Registry::new(), ServerConfig::default());
+/// // e.g. axum: Router::new().route_service("/api/exp-http-v2-0001/{*rest}", service)
+/// # let _ = service;
+/// ```
+///
+/// Each exchange runs inside its response body, polled by the connection's task; it
+/// needs a tokio runtime (timers, and the handlers' own use of tokio).
+#[derive(Clone, Debug)]
+pub struct HgFrameService {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Arc<ServerConfig>,
+    registry: Arc<Registry>,
+    /// Reactor settings for half-duplex exchanges: deferred output, buffered data.
+    half: Arc<hgframe_reactor::ServerConfig>,
+    /// Reactor settings for full-duplex exchanges and byte streams: streaming data.
+    full: Arc<hgframe_reactor::ServerConfig>,
+}
+
+impl HgFrameService {
+    /// The service for these commands and settings.
+    pub fn new(registry: Registry, config: ServerConfig) -> Self {
+        let mut half = config.reactor().clone();
+        half.set_defer_output(true)
+            .set_data_mode(DataMode::Buffered)
+            .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
+        let mut full = config.reactor().clone();
+        full.set_defer_output(false)
+            .set_data_mode(DataMode::Streaming)
+            .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
+        Self {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                registry: Arc::new(registry),
+                half: Arc::new(half),
+                full: Arc::new(full),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    /// The commands.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// A reactor for one exchange (client accepts identity only until told otherwise).
+    pub(crate) fn new_reactor(&self, full_duplex: bool) -> ServerReactor {
+        let config = if full_duplex {
+            &self.shared.full
+        } else {
+            &self.shared.half
+        };
+        ServerReactor::new(Arc::clone(config))
+    }
+
+    /// Frames decoded from `reader` with the configured payload limit.
+    pub(crate) fn frames<R>(&self, reader: R) -> FrameInput
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
+        let codec = FrameCodec::with_max_payload_len(self.config().reactor().max_frame_payload());
+        Box::pin(FramedRead::new(reader, codec))
+    }
+
+    /// An exchange, ready to run.
+    pub(crate) fn exchange(
+        &self,
+        reactor: ServerReactor,
+        scope: Scope,
+        stats: ExchangeStats,
+    ) -> Exchange {
+        Exchange::new(
+            reactor,
+            Arc::clone(&self.shared.registry),
+            Arc::clone(&self.shared.config),
+            scope,
+            stats,
+        )
+    }
+
+    /// Answers one HTTP request.
+    async fn handle<B>(self, request: Request<B>) -> Response<FrameBody>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let config = self.config();
+        let routed = route(
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            config,
+            self.registry(),
+        );
+        let (permission, target) = match routed {
+            Err(reject) => {
+                tracing::debug!(path = parts.uri.path(), status = %reject.status(), "request refused");
+                return reject.into_response();
+            }
+            Ok(Route::Index) => {
+                let message = format!(
+                    "hgframe: POST {}/<ro|rw>/<command> with Accept and Content-Type: {}",
+                    config.prefix(),
+                    config.media_type()
+                );
+                return text_response(Response::builder().status(StatusCode::OK), message);
+            }
+            Ok(Route::Reflect) => {
+                let report = reflect::reflect(
+                    self.frames(body_reader(body)),
+                    self.new_reactor(false),
+                    config.reflect_limit(),
+                )
+                .await;
+                return text_response(Response::builder().status(StatusCode::OK), report);
+            }
+            Ok(Route::Exchange { permission, target }) => (permission, target),
+        };
+
+        let http2 = parts.version == Version::HTTP_2;
+        let full_duplex = match config.duplex() {
+            Duplex::Auto => http2,
+            Duplex::Half => false,
+            Duplex::Full => true,
+        };
+        let mut reactor = self.new_reactor(full_duplex);
+        let accepts: Vec<String> = parts
+            .headers
+            .get_all(ENCODINGS_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_accept_list)
+            .collect();
+        if !accepts.is_empty() {
+            reactor.set_peer_accepts(&accepts);
+        }
+        let command = match &target {
+            Target::Single(name) => String::from_utf8_lossy(name).into_owned(),
+            Target::Multi => "multirequest".to_owned(),
+        };
+        let span = tracing::info_span!(
+            "hgframe.exchange",
+            command = %command,
+            permission = permission.as_str(),
+            version = ?parts.version,
+            encoding = reactor.output_encoding(),
+        );
+        let transport = if http2 {
+            Transport::Http2
+        } else {
+            Transport::Http1
+        };
+        let (tx, rx) = mpsc::channel(config.body_queue());
+        let exchange = self
+            .exchange(
+                reactor,
+                Scope::Http { permission, target },
+                ExchangeStats::new(transport, full_duplex),
+            )
+            .run(self.frames(body_reader(body)), tx)
+            .instrument(span);
+        let body = if full_duplex {
+            FrameBody::driven(exchange, rx)
+        } else {
+            FrameBody::driven_from_first(exchange, rx).await
+        };
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, config.media_type())
+            .body(body)
+            .unwrap_or_else(|_| {
+                // Only an invalid configured media type can fail here.
+                let mut r = Response::new(FrameBody::from(Bytes::from_static(
+                    b"the configured media type is not a valid header value\n",
+                )));
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            })
+    }
+}
+
+/// The request body as a byte reader, read only as the frame decoder asks.
+fn body_reader<B>(body: B) -> impl tokio::io::AsyncRead + Send + 'static
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    StreamReader::new(
+        body.into_data_stream()
+            .map_err(|e| std::io::Error::other(e.into())),
+    )
+}
+
+impl<B> tower::Service<Request<B>> for HgFrameService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<FrameBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request).await) })
+    }
+}
+
+/// Serves `service` over HTTP/1.1 and h2c on `listener` until `shutdown` completes; then
+/// stops accepting, lets the responses in flight finish (up to
+/// [`ServerConfig::shutdown_grace`]) and returns.
+///
+/// At most [`ServerConfig::max_connections`] connections are served at once; HTTP/1
+/// clients get [`ServerConfig::header_read_timeout`] to send each request's headers.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), hgframe_http::Error> {
+/// use hgframe_http::{serve, HgFrameService, Registry, ServerConfig};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await.unwrap();
+/// let service = HgFrameService::new(Registry::new(), ServerConfig::default());
+/// serve(listener, service, async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub async fn serve<F>(
+    listener: TcpListener,
+    service: HgFrameService,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    F: Future<Output = ()> + Send,
+{
+    let config = service.config().clone();
+    serve_service(listener, service, &config, shutdown).await
+}
+
+/// [`serve`] for any tower service: [`HgFrameService`] behind middleware (auth,
+/// timeouts, tracing), or a router that mounts it beside other routes. The connection
+/// settings (limit, timeouts, grace period) come from `config`.
+pub async fn serve_service<S, B, F>(
+    listener: TcpListener,
+    service: S,
+    config: &ServerConfig,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout());
+    builder.http2().timer(TokioTimer::new());
+    let limit = Arc::new(Semaphore::new(config.max_connections()));
+    let graceful = GracefulShutdown::new();
+    let hyper_service = TowerToHyperService::new(service);
+    // Owned here, so that connections still busy after the grace period can be dropped.
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let accepted = loop {
+            tokio::select! {
+                accepted = listener.accept() => break Some(accepted),
+                () = &mut shutdown => break None,
+                // Collect connections that ended, so the set stays small.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        let (stream, peer) = match accepted {
+            None => break,
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                // Out of descriptors, a connection reset before accept...: not fatal.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), hyper_service.clone())
+            .into_owned();
+        let connection = graceful.watch(connection);
+        connections.spawn(
+            async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            }
+            .instrument(tracing::debug_span!("hgframe.connection", %peer)),
+        );
+    }
+    drop(listener);
+    tracing::debug!("shutting down: waiting for responses in flight");
+    match config.shutdown_grace() {
+        Some(grace) => {
+            if tokio::time::timeout(grace, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("responses still in flight after the grace period; dropped");
+            }
+        }
+        None => graceful.shutdown().await,
+    }
+    connections.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! `hgframe serve`, `call` and `demo` end to end, as CLI.md describes them, with the real
+//! binary on loopback sockets and pipes; and `curl` as a client we did not write.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hgframe");
+const MEDIA_TYPE: &str = "application/mercurial-exp-framing-0002";
+
+/// A running `hgframe serve`, killed when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+    tcp: Option<String>,
+    root: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(extra: &[&str]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.txt"), b"alpha\n").unwrap();
+        std::fs::create_dir(root.path().join("sub")).unwrap();
+        std::fs::write(root.path().join("sub/b.txt"), b"beta\n").unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+            .arg(root.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines.next().expect("serve printed its address").unwrap();
+        let tcp = extra.contains(&"--tcp").then(|| {
+            lines
+                .next()
+                .expect("serve printed its tcp address")
+                .unwrap()
+        });
+        Self {
+            child,
+            addr,
+            tcp,
+            root,
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hgframe(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn failed(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn serve_and_call_over_http() {
+    let served = Served::start(&[]);
+    let addr = served.addr.as_str();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "first line is the address: {addr}"
+    );
+    let url = format!("http://{addr}");
+    assert_eq!(
+        ok(&hgframe(&["call", &url, "echo", "b=2", "a=1"], b"")),
+        "a=1\nb=2\n"
+    );
+    assert_eq!(
+        ok(&hgframe(
+            &["call", addr, "echo", "--data", "-"],
+            b"raw bytes"
+        )),
+        "raw bytes"
+    );
+    assert_eq!(
+        ok(&hgframe(&["call", &url, "files"], b"")),
+        "a.txt\nsub/b.txt\n"
+    );
+    assert_eq!(
+        ok(&hgframe(&["call", &url, "cat", "path=sub/b.txt"], b"")),
+        "beta\n"
+    );
+    let data = served.root.path().join("data.bin");
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&data, &payload).unwrap();
+    ok(&hgframe(
+        &[
+            "call",
+            &url,
+            "put",
+            "path=copy.bin",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        b"",
+    ));
+    assert_eq!(
+        std::fs::read(served.root.path().join("copy.bin")).unwrap(),
+        payload
+    );
+    let out = hgframe(
+        &[
+            "call",
+            &url,
+            "cat",
+            "path=copy.bin",
+            "--encodings",
+            "identity",
+        ],
+        b"",
+    );
+    assert_eq!(out.stdout, payload);
+
+    let err = failed(&hgframe(&["call", &url, "cat", "path=../a.txt"], b""), 1);
+    assert_eq!(err.trim(), "hgframe: path leaves the root: ../a.txt");
+    let err = failed(&hgframe(&["call", &url, "cat", "path=nope"], b""), 1);
+    assert_eq!(err.trim(), "hgframe: no such file: nope");
+    let err = failed(
+        &hgframe(
+            &[
+                "call",
+                &url,
+                "put",
+                "path=x",
+                "--permission",
+                "ro",
+                "--data",
+                "-",
+            ],
+            b"x",
+        ),
+        1,
+    );
+    assert!(
+        err.contains("insufficient permissions to execute command: put"),
+        "{err}"
+    );
+    let err = failed(&hgframe(&["call", &url, "nosuch"], b""), 1);
+    assert!(
+        err.contains("404") && err.contains("unknown wire protocol command: nosuch"),
+        "{err}"
+    );
+    failed(&hgframe(&["call", &url, "echo", "no-equals-sign"], b""), 2);
+    failed(
+        &hgframe(&["call", "https://example.invalid", "echo"], b""),
+        2,
+    );
+    assert!(
+        served.terminate().success(),
+        "SIGTERM ends serve with status 0"
+    );
+}
+
+#[test]
+fn serve_rejects_bad_options() {
+    let err = failed(
+        &hgframe(
+            &["serve", "--listen", "127.0.0.1:0", "--encoding", "gzip"],
+            b"",
+        ),
+        2,
+    );
+    assert!(err.contains("unknown encoding"), "{err}");
+    failed(&hgframe(&["serve", "--listen", "256.0.0.1:1"], b""), 1);
+    failed(
+        &hgframe(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--root",
+                "/nonexistent/dir",
+            ],
+            b"",
+        ),
+        1,
+    );
+}
+
+#[test]
+fn the_byte_stream_over_tcp_and_over_a_child_process() {
+    let served = Served::start(&["--tcp", "127.0.0.1:0"]);
+    let tcp = served.tcp.clone().unwrap();
+    assert!(tcp.starts_with("tcp://127.0.0.1:"), "{tcp}");
+    assert_eq!(
+        ok(&hgframe(&["call", &tcp, "cat", "path=a.txt"], b"")),
+        "alpha\n"
+    );
+    assert_eq!(
+        ok(&hgframe(
+            &["call", &tcp, "echo", "--data", "-"],
+            b"over tcp"
+        )),
+        "over tcp"
+    );
+    let err = failed(&hgframe(&["call", &tcp, "cat", "path=/etc/passwd"], b""), 1);
+    assert!(err.contains("absolute paths are not allowed"), "{err}");
+
+    let root = served.root.path().to_str().unwrap();
+    let stdio = format!("stdio:{BIN} serve --stdio --root {root}");
+    assert_eq!(
+        ok(&hgframe(&["call", &stdio, "files"], b"")),
+        "a.txt\nsub/b.txt\n"
+    );
+    assert_eq!(ok(&hgframe(&["call", &stdio, "echo", "x=1"], b"")), "x=1\n");
+    ok(&hgframe(
+        &["call", &stdio, "put", "path=piped.txt", "--data", "-"],
+        b"through pipes",
+    ));
+    assert_eq!(
+        std::fs::read(served.root.path().join("piped.txt")).unwrap(),
+        b"through pipes"
+    );
+    assert!(served.terminate().success());
+}
+
+/// `curl`, or a clear failure. In CI as root, it is installed if missing.
+fn curl() -> &'static str {
+    let present = |c: &str| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present("curl") {
+        return "curl";
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if std::env::var("CI").as_deref() == Ok("true") && root {
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "curl"])
+            .status();
+        if present("curl") {
+            return "curl";
+        }
+    }
+    panic!("this test needs `curl` (a client we did not write): install it, e.g. `apt-get install -y curl`");
+}
+
+#[test]
+fn curl_talks_to_serve_with_frames_made_by_the_cli() {
+    let curl = curl();
+    let served = Served::start(&[]);
+    let dir = served.root.path();
+    let request = dir.join("request.bin");
+    let encoded = hgframe(
+        &[
+            "frames",
+            "encode",
+            "1 1 stream-begin command-name have-args echo",
+            r"1 1 0 command-argument eoa \x01\x00\x05\x00ahello",
+        ],
+        b"",
+    );
+    std::fs::write(&request, ok_bytes(&encoded)).unwrap();
+    let answer = dir.join("answer.bin");
+    let url = format!("http://{}/api/exp-http-v2-0001/ro/echo", served.addr);
+    let out = Command::new(curl)
+        .args(["-sS", "--fail", "-o"])
+        .arg(&answer)
+        .args([
+            "-H",
+            &format!("Accept: {MEDIA_TYPE}"),
+            "-H",
+            &format!("Content-Type: {MEDIA_TYPE}"),
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", request.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = ok(&hgframe(
+        &["frames", "decode", answer.to_str().unwrap()],
+        b"",
+    ));
+    assert_eq!(
+        decoded,
+        "1 2 stream-begin|stream-end bytes-response eos a=hello\\n\n"
+    );
+
+    let status = |extra: &[&str]| {
+        let out = Command::new(curl)
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(status(&["-X", "POST", "-H", "Accept: text/html"]), "406");
+    assert_eq!(
+        status(&["-X", "POST", "-H", &format!("Accept: {MEDIA_TYPE}")]),
+        "415"
+    );
+    assert_eq!(status(&[]), "405");
+}
+
+fn ok_bytes(out: &Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.clone()
+}
+
+#[test]
+fn demo_fetches_every_file_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        let text = format!("file {i}\n").repeat(100 + i);
+        std::fs::write(dir.path().join(format!("f{i}.txt")), text).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("target/debug")).unwrap();
+    std::fs::write(dir.path().join("target/debug/skipped"), b"build output").unwrap();
+    let out = ok(&hgframe(
+        &["demo", "--root", dir.path().to_str().unwrap()],
+        b"",
+    ));
+    assert!(
+        out.contains("21: files, then 20 cat in one HTTP/2 exchange"),
+        "{out}"
+    );
+    assert!(out.contains("one long-lived zstd-8mb stream"), "{out}");
+    assert!(out.contains("all 20 files intact"), "{out}");
+    // Without arguments: the workspace's own sources.
+    let out = ok(&hgframe(&["demo"], b""));
+    assert!(out.contains("files intact"), "{out}");
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).exists());
+}
