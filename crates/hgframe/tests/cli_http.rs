@@ -382,3 +382,27 @@ fn demo_fetches_every_file_intact() {
     assert!(out.contains("files intact"), "{out}");
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).exists());
 }
+
+#[test]
+fn call_gives_up_on_a_server_that_never_answers() {
+    // `sleep` reads nothing and writes nothing: a peer that never answers. Without the
+    // idle timeout `call` would wait forever (CLI.md: no input may make it hang).
+    let out = hgframe(
+        &["call", "stdio:sleep 60", "echo", "--idle-timeout", "1"],
+        b"",
+    );
+    let stderr = failed(&out, 1);
+    assert!(stderr.contains("no progress from the server"), "{stderr}");
+    // Over TCP too: a listener that accepts and then says nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("tcp://{}", listener.local_addr().unwrap());
+    let silent = std::thread::spawn(move || {
+        let conn = listener.accept().map(|(c, _)| c);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(conn);
+    });
+    let out = hgframe(&["call", &url, "echo", "--idle-timeout", "1"], b"");
+    let stderr = failed(&out, 1);
+    assert!(stderr.contains("no progress from the server"), "{stderr}");
+    silent.join().unwrap();
+}

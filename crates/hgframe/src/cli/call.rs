@@ -6,8 +6,10 @@
 //! for the byte-stream transport, or `stdio:PROGRAM ARGS...` (one argument, split at
 //! blanks) to start a server and talk to it over its stdin and stdout.
 
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hgframe_http::bytestream::Connection;
@@ -38,6 +40,28 @@ pub(crate) struct CallArgs {
     /// Speak HTTP/2 without upgrade (h2c): full duplex.
     #[arg(long)]
     http2: bool,
+    /// Give up (exit 1) when the server makes no progress for this many seconds:
+    /// connecting, answering, or between two pieces of the answer. 0 waits forever.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    idle_timeout: u64,
+}
+
+/// Awaits `fut`, or fails when `idle` passes first (a peer that never answers must not
+/// hang the command). `None` waits forever.
+async fn within<T>(
+    idle: Option<Duration>,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T, Failure> {
+    match idle {
+        None => Ok(fut.await),
+        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| {
+            Failure::bad(format!(
+                "{what}: no progress from the server for {} s (see --idle-timeout)",
+                limit.as_secs()
+            ))
+        }),
+    }
 }
 
 /// Where to send the call.
@@ -89,6 +113,7 @@ pub(crate) fn run(args: CallArgs) -> CliResult {
             Bytes::copy_from_slice(value.as_bytes()),
         );
     }
+    let idle = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -99,31 +124,41 @@ pub(crate) fn run(args: CallArgs) -> CliResult {
         match target {
             Target::Http(url) => {
                 let client = Client::with_options(&url, options).map_err(Failure::usage)?;
-                let response = client.call(call).await.map_err(failure)?;
-                print_response(response).await
+                let response = within(idle, "waiting for the answer", client.call(call))
+                    .await?
+                    .map_err(failure)?;
+                print_response(response, idle).await
             }
             Target::Tcp(addr) => {
-                let conn = Connection::connect_tcp(&addr, options)
-                    .await
+                let conn = within(idle, "connecting", Connection::connect_tcp(&addr, options))
+                    .await?
                     .map_err(failure)?;
-                let response = conn.call(call).await.map_err(failure)?;
-                let printed = print_response(response).await;
+                let response = within(idle, "waiting for the answer", conn.call(call))
+                    .await?
+                    .map_err(failure)?;
+                let printed = print_response(response, idle).await;
                 conn.close().await;
                 printed
             }
             Target::Stdio(program, words) => {
-                let conn = Connection::spawn_command(&program, &words, options)
-                    .await
+                let conn = within(
+                    idle,
+                    "starting the server",
+                    Connection::spawn_command(&program, &words, options),
+                )
+                .await?
+                .map_err(failure)?;
+                let response = within(idle, "waiting for the answer", conn.call(call))
+                    .await?
                     .map_err(failure)?;
-                let response = conn.call(call).await.map_err(failure)?;
-                let printed = print_response(response).await;
+                let printed = print_response(response, idle).await;
                 conn.close().await;
                 printed
             }
         }
     });
     // Reading stdin may still block a runtime thread: do not wait for it.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    runtime.shutdown_timeout(Duration::from_millis(100));
     result
 }
 
@@ -140,10 +175,14 @@ async fn with_data(call: Call, path: &std::path::Path) -> Result<Call, Failure> 
 
 /// Response bytes to stdout as they arrive, text output to stderr; the error's message
 /// is the failure.
-async fn print_response(mut response: ResponseStream) -> CliResult {
+async fn print_response(mut response: ResponseStream, idle: Option<Duration>) -> CliResult {
     let mut stdout = std::io::stdout().lock();
     let result = loop {
-        match response.next().await {
+        let next = match within(idle, "reading the answer", response.next()).await {
+            Ok(next) => next,
+            Err(e) => break Err(e),
+        };
+        match next {
             None => break Ok(()),
             Some(Ok(ResponseEvent::Data(data))) => stdout.write_all(&data)?,
             Some(Ok(ResponseEvent::Text(atoms))) => {
