@@ -130,36 +130,29 @@ pub(crate) fn run(args: CallArgs) -> CliResult {
                 print_response(response, idle).await
             }
             Target::Tcp(addr) => {
-                let conn = within(idle, "connecting", Connection::connect_tcp(&addr, options))
-                    .await?
-                    .map_err(failure)?;
-                let response = within(idle, "waiting for the answer", conn.call(call))
-                    .await?
-                    .map_err(failure)?;
-                let printed = print_response(response, idle).await;
-                conn.close().await;
-                printed
+                let conn = within(idle, "connecting", Connection::connect_tcp(&addr, options));
+                call_on(conn.await?.map_err(failure)?, call, idle).await
             }
             Target::Stdio(program, words) => {
-                let conn = within(
-                    idle,
-                    "starting the server",
-                    Connection::spawn_command(&program, &words, options),
-                )
-                .await?
-                .map_err(failure)?;
-                let response = within(idle, "waiting for the answer", conn.call(call))
-                    .await?
-                    .map_err(failure)?;
-                let printed = print_response(response, idle).await;
-                conn.close().await;
-                printed
+                let conn = Connection::spawn_command(&program, &words, options);
+                let conn = within(idle, "starting the server", conn).await?;
+                call_on(conn.map_err(failure)?, call, idle).await
             }
         }
     });
     // Reading stdin may still block a runtime thread: do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// One call on a byte-stream connection, then a clean close.
+async fn call_on(conn: Connection, call: Call, idle: Option<Duration>) -> CliResult {
+    let response = within(idle, "waiting for the answer", conn.call(call))
+        .await?
+        .map_err(failure)?;
+    let printed = print_response(response, idle).await;
+    conn.close().await;
+    printed
 }
 
 /// The data of the call, streamed from the file or stdin.
