@@ -10,7 +10,9 @@
 //!   `hgframe_server` >= 0.8x `bare_hyper`.
 //! - `http/cat_bulk`: `cat` of one large file (`HGFRAME_HTTP_BULK_BYTES`, default 256 MiB:
 //!   `$HGFRAME_CORPUS/bulk.bin` repeated, or generated text), identity and zstd-8mb, in
-//!   bytes per second, against reading the file locally in 256 KiB pieces.
+//!   bytes per second, against reading the file locally in 256 KiB pieces; zstd-8mb
+//!   also with `parallel_streams` 1 (compression on the exchange's task) and 2 (on two
+//!   worker streams), `cat_zstd` being the default (the number of CPUs, up to 3).
 
 // `criterion_group!` generates a function without documentation.
 #![allow(missing_docs)]
@@ -41,8 +43,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `serve` with the file commands over `root`.
-async fn start_hgframe(root: &std::path::Path) -> SocketAddr {
+/// `serve` with the file commands over `root`, with the default config or
+/// [`ServerConfig::set_parallel_streams`] as given.
+async fn start_hgframe(root: &std::path::Path, parallel_streams: Option<usize>) -> SocketAddr {
     let mut registry = Registry::new();
     FileCommands::new(root)
         .unwrap()
@@ -50,7 +53,11 @@ async fn start_hgframe(root: &std::path::Path) -> SocketAddr {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = HgFrameService::new(registry, ServerConfig::default());
+    let mut config = ServerConfig::default();
+    if let Some(n) = parallel_streams {
+        config.set_parallel_streams(n);
+    }
+    let service = HgFrameService::new(registry, config);
     tokio::spawn(serve(listener, service, std::future::pending()));
     addr
 }
@@ -126,7 +133,7 @@ fn echo_small(c: &mut Criterion) {
     let raw: RawClient =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     let (hg_url, bare_url, answer) = rt.block_on(async {
-        let hg = start_hgframe(root.path()).await;
+        let hg = start_hgframe(root.path(), None).await;
         let hg_url = format!("http://{hg}/api/exp-http-v2-0001/ro/echo");
         let answer = post(&raw, &hg_url, request.clone()).await;
         let bare = start_bare(answer.clone()).await;
@@ -219,7 +226,10 @@ fn cat_bulk(c: &mut Criterion) {
     let path = root.path().join("bulk.bin");
     std::fs::write(&path, bulk(len)).unwrap();
     let rt = runtime();
-    let addr = rt.block_on(start_hgframe(root.path()));
+    let addr = rt.block_on(start_hgframe(root.path(), None));
+    // zstd-8mb with compression on the exchange's task only, and on two worker streams.
+    let serial = rt.block_on(start_hgframe(root.path(), Some(1)));
+    let parallel = rt.block_on(start_hgframe(root.path(), Some(2)));
     let mut identity = ClientOptions::default();
     identity.set_encodings(&["identity"]);
     let clients = [
@@ -228,6 +238,14 @@ fn cat_bulk(c: &mut Criterion) {
             Client::with_options(&addr.to_string(), identity).unwrap(),
         ),
         ("cat_zstd", Client::new(&addr.to_string()).unwrap()),
+        (
+            "cat_zstd_parallel1",
+            Client::new(&serial.to_string()).unwrap(),
+        ),
+        (
+            "cat_zstd_parallel2",
+            Client::new(&parallel.to_string()).unwrap(),
+        ),
     ];
 
     let mut group = c.benchmark_group("http/cat_bulk");

@@ -381,15 +381,24 @@ pub struct Responder {
     request: RequestId,
     tx: mpsc::Sender<Report>,
     piece_size: usize,
+    /// Data from this size on is cut in pieces of this size instead, for the exchange
+    /// to compress on worker threads (`None`: it does not).
+    large_piece: Option<usize>,
     finished: bool,
 }
 
 impl Responder {
-    pub(crate) fn new(request: RequestId, tx: mpsc::Sender<Report>, piece_size: usize) -> Self {
+    pub(crate) fn new(
+        request: RequestId,
+        tx: mpsc::Sender<Report>,
+        piece_size: usize,
+        large_piece: Option<usize>,
+    ) -> Self {
         Self {
             request,
             tx,
             piece_size: piece_size.max(1),
+            large_piece: large_piece.map(|n| n.max(1)),
             finished: false,
         }
     }
@@ -432,7 +441,11 @@ impl Responder {
             return Ok(());
         }
         loop {
-            let piece = data.split_to(data.len().min(self.piece_size));
+            let size = match self.large_piece {
+                Some(large) if data.len() >= large => large,
+                _ => self.piece_size,
+            };
+            let piece = data.split_to(data.len().min(size));
             let last = data.is_empty();
             self.tx
                 .send(Report::Data {
@@ -481,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn responder_cuts_pieces_and_marks_the_last() {
         let (tx, mut rx) = mpsc::channel(16);
-        let out = Responder::new(RequestId(1), tx, 4);
+        let out = Responder::new(RequestId(1), tx, 4, None);
         out.finish(Bytes::from_static(b"abcdefghij")).await.unwrap();
         let mut got = Vec::new();
         while let Ok(Report::Data { data, eos, .. }) = rx.try_recv() {
@@ -495,6 +508,20 @@ mod tests {
                 (Bytes::from("ij"), true)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn responder_cuts_large_writes_in_large_pieces() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut out = Responder::new(RequestId(1), tx, 2, Some(4));
+        out.write(Bytes::from_static(b"abcdefghij")).await.unwrap();
+        out.finish(Bytes::from_static(b"xyz")).await.unwrap();
+        let mut got = Vec::new();
+        while let Ok(Report::Data { data, .. }) = rx.try_recv() {
+            got.push(data);
+        }
+        // Large while at least a large piece is left, then small.
+        assert_eq!(got, ["abcd", "efgh", "ij", "xy", "z"]);
     }
 
     #[tokio::test]

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     body_queue: usize,
     transmit_chunk: usize,
     response_piece: usize,
+    parallel_streams: usize,
+    parallel_piece: usize,
     idle_timeout: Option<Duration>,
     header_read_timeout: Option<Duration>,
     max_connections: usize,
@@ -78,6 +80,8 @@ impl Default for ServerConfig {
             body_queue: 4,
             transmit_chunk: 64 << 10,
             response_piece: 64 << 10,
+            parallel_streams: default_parallel_streams(),
+            parallel_piece: 256 << 10,
             idle_timeout: Some(Duration::from_secs(60)),
             header_read_timeout: Some(Duration::from_secs(30)),
             max_connections: 1024,
@@ -250,6 +254,39 @@ impl ServerConfig {
         self
     }
 
+    /// Streams an exchange compresses large responses on at once, each on a blocking
+    /// worker thread, default the number of CPUs up to 3; 1 keeps all compression on
+    /// the exchange's own task. Only with a content encoding (identity has nothing to
+    /// compute). Each is a server stream of its own on the wire, besides the exchange's
+    /// own, and the client decodes each with a context of its own: its
+    /// `max_decoding_streams` (default 4) must allow one more than this.
+    pub fn parallel_streams(&self) -> usize {
+        self.parallel_streams
+    }
+
+    /// Sets [`Self::parallel_streams`] (at least 1, at most 64).
+    pub fn set_parallel_streams(&mut self, n: usize) -> &mut Self {
+        self.parallel_streams = n.clamp(1, 64);
+        self
+    }
+
+    /// Response data written in one go from this size on is cut into pieces of this
+    /// size, each compressed by a worker ([`Self::parallel_streams`]), default 256 KiB
+    /// (what `cat` reads at once; a worker's start costs microseconds, a piece's
+    /// compression about a millisecond). Smaller writes are compressed on the
+    /// exchange's task. With the number of
+    /// streams, this bounds the work done ahead of the client: one piece per stream,
+    /// compressing or compressed and waiting for its turn.
+    pub fn parallel_piece(&self) -> usize {
+        self.parallel_piece
+    }
+
+    /// Sets [`Self::parallel_piece`] (at least 64 KiB).
+    pub fn set_parallel_piece(&mut self, bytes: usize) -> &mut Self {
+        self.parallel_piece = bytes.max(64 << 10);
+        self
+    }
+
     /// How long an exchange may wait on its peer without progress before it is
     /// aborted, default 60 s; `None` waits forever. The clock runs while the peer owes
     /// input (the rest of an HTTP request, or of a command started on a byte stream) or
@@ -316,4 +353,10 @@ impl ServerConfig {
     pub(crate) fn observer(&self) -> Option<&ExchangeObserver> {
         self.observer.as_ref()
     }
+}
+
+/// The number of CPUs, up to 3: with the exchange's own stream that is 4 streams to
+/// decode, what a client allows by default.
+fn default_parallel_streams() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(3))
 }

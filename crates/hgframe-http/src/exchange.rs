@@ -9,7 +9,8 @@
 //! | handlers  | handlers are running                        | polls those that were woken (cheap when none was) |
 //! | transmit  | the reactor has output ready                | waits for room in the bounded output queue, pulls up to one chunk of frames |
 //! | forward   | a piece of command data waits for its handler | waits for room in that handler's data queue |
-//! | report    | less than a chunk queued, and less than four pieces of raw data since the queue was empty | feeds one handler report (data, text, end) to the reactor |
+//! | piece     | a piece compressed on a worker is next in its request's order, and less than a chunk is queued | gives its frames to the reactor, then the reports that waited behind it |
+//! | report    | less than a chunk queued, less than four pieces of raw data since the queue was empty, a worker stream free, and few reports waiting behind pieces | feeds one handler report (data, text, end) to the reactor, or starts compressing a large piece on a worker ([`crate::offload`]) |
 //! | read      | input is open and no piece waits            | decodes the next frame, feeds it to the reactor, acts on the action |
 //! | closed    | always                                      | the peer stopped reading: abort |
 //! | idle      | the peer owes input or has output waiting   | nothing moved for that long: abort |
@@ -18,7 +19,9 @@
 //! queue (`body_queue` chunks of `transmit_chunk` bytes), about one chunk in the reactor
 //! (and at most four `response_piece`s of raw data behind it, so that highly
 //! compressible output cannot make the server work far ahead of the client), the
-//! report queue (`report_queue` pieces of `response_piece` bytes), the data queue of each
+//! report queue (`report_queue` pieces of `response_piece` bytes, or of `parallel_piece`
+//! bytes for large writes), the pieces compressing on workers (one per worker stream)
+//! and the reports waiting behind them (at most `report_queue`), the data queue of each
 //! streaming command (`data_queue` frames), and the reactor's own limits.
 //!
 //! Handlers run inside the exchange's own task (a [`FuturesUnordered`] it polls), so a
@@ -48,6 +51,7 @@ use crate::command::{
     CommandError, CommandInput, DataPiece, DataReader, Permission, Registry, Report, Responder,
 };
 use crate::config::ServerConfig;
+use crate::offload::{next_done, Encoded, Lane, Step, Workers};
 use crate::server::route::Target;
 use crate::stats::{ExchangeStats, Outcome, StreamCounters};
 
@@ -94,6 +98,12 @@ pub(crate) struct Exchange {
     unsent_raw: u64,
     raw_budget: u64,
     started: Instant,
+    /// Worker streams compressing large pieces.
+    workers: Workers,
+    /// Per request, its pieces compressing and the reports behind them, in order.
+    lanes: HashMap<RequestId, Lane>,
+    /// Reports waiting in lanes.
+    waiting: usize,
     /// Whether the counters were given to the observer (exactly once, even when the
     /// exchange is dropped unfinished).
     reported: bool,
@@ -109,6 +119,7 @@ impl Exchange {
     ) -> Self {
         let (report_tx, report_rx) = mpsc::channel(config.report_queue());
         let raw_budget = 4 * config.response_piece() as u64;
+        let workers = Workers::new(config.parallel_streams(), config.parallel_piece());
         Self {
             reactor,
             registry,
@@ -127,6 +138,9 @@ impl Exchange {
             unsent_raw: 0,
             raw_budget,
             started: Instant::now(),
+            workers,
+            lanes: HashMap::new(),
+            waiting: 0,
             reported: false,
         }
     }
@@ -154,8 +168,12 @@ impl Exchange {
             let can_send = self.reactor.has_pending_output();
             // Both in wire bytes (memory) and in raw bytes (work: compressed output can
             // be tiny), the reactor stays at most about a chunk ahead of the connection.
-            let can_report =
-                self.reactor.queued_output_bytes() < chunk && self.unsent_raw < self.raw_budget;
+            let room = self.reactor.queued_output_bytes() < chunk;
+            let can_report = room
+                && self.unsent_raw < self.raw_budget
+                && self.workers.has_room(&self.reactor)
+                && self.waiting < self.config.report_queue();
+            let can_finish_piece = room && self.workers.is_busy();
             let can_read = self.input_open && self.forward.is_none();
             let waiting_on_peer = can_send || self.input_expected();
             tokio::select! {
@@ -173,6 +191,9 @@ impl Exchange {
                     if let (Some(forward), Some(permit)) = (self.forward.take(), permit) {
                         permit.send(forward.piece);
                     }
+                }
+                (request, done) = next_done(&mut self.lanes), if can_finish_piece => {
+                    self.on_piece_done(request, done);
                 }
                 report = self.report_rx.recv(), if can_report => {
                     // `recv` cannot return None: `self.report_tx` is alive.
@@ -251,7 +272,10 @@ impl Exchange {
                 counters.frames += 1;
                 counters.wire_bytes += len;
             }
-            self.flush_pending_counters(Some(frame.stream_id().0));
+            // Raw bytes given to the reactor are compressed on its own stream.
+            if !self.workers.owns(frame.stream_id().0) {
+                self.flush_pending_counters(Some(frame.stream_id().0));
+            }
             frame.encode(buf);
         }
         if self.reactor.queued_output_bytes() == 0 {
@@ -277,12 +301,20 @@ impl Exchange {
     }
 
     /// Attributes raw bytes and encoding time to `stream_id`, or at the end to the last
-    /// stream seen.
+    /// stream seen that is not a worker's.
     fn flush_pending_counters(&mut self, stream_id: Option<u8>) {
         if self.pending_raw == 0 && self.pending_time.is_zero() {
             return;
         }
-        let Some(id) = stream_id.or_else(|| self.stats.streams.last().map(|s| s.stream_id)) else {
+        let last_own = || {
+            self.stats
+                .streams
+                .iter()
+                .rev()
+                .map(|s| s.stream_id)
+                .find(|id| !self.workers.owns(*id))
+        };
+        let Some(id) = stream_id.or_else(last_own) else {
             return;
         };
         let (raw, time) = (self.pending_raw, self.pending_time);
@@ -419,6 +451,7 @@ impl Exchange {
             request,
             self.report_tx.clone(),
             self.config.response_piece(),
+            self.workers.piece_size(&self.reactor),
         );
         let reports = self.report_tx.clone();
         self.open.insert(request);
@@ -455,23 +488,64 @@ impl Exchange {
         let _ = self.feed(request, |r| r.on_response_data(request, answer, true));
     }
 
+    /// A handler's report: dropped if its response already ended; otherwise a large
+    /// piece starts compressing on a worker, and anything else is fed to the reactor, or
+    /// waits behind the request's pieces still compressing.
     fn on_report(&mut self, report: Report) {
-        match report {
-            Report::Data { request, data, eos } => {
-                if !self.open.contains(&request) {
+        let request = match &report {
+            Report::Data { request, eos, .. } => {
+                if !self.open.contains(request) {
                     return;
                 }
+                if *eos {
+                    self.open.remove(request);
+                }
+                *request
+            }
+            Report::Text { request, .. } => {
+                if !self.open.contains(request) {
+                    return;
+                }
+                *request
+            }
+            Report::Finished { request, .. } => {
+                self.data_txs.remove(request);
+                if !self.open.remove(request) {
+                    return;
+                }
+                *request
+            }
+        };
+        let report = match report {
+            Report::Data { request, data, eos } => {
+                match self.workers.start(&mut self.reactor, request, data, eos) {
+                    Ok(piece) => {
+                        self.lanes.entry(request).or_default().push_back(piece);
+                        return;
+                    }
+                    Err(data) => Report::Data { request, data, eos },
+                }
+            }
+            other => other,
+        };
+        match self.lanes.get_mut(&request) {
+            Some(lane) => {
+                lane.push_back(Step::Report(report));
+                self.waiting += 1;
+            }
+            None => self.apply(report),
+        }
+    }
+
+    /// Feeds a report to the reactor (its turn has come).
+    fn apply(&mut self, report: Report) {
+        match report {
+            Report::Data { request, data, eos } => {
                 self.pending_raw += data.len() as u64;
                 self.unsent_raw += data.len() as u64;
-                if eos {
-                    self.open.remove(&request);
-                }
                 let _ = self.feed(request, |r| r.on_response_data(request, data, eos));
             }
             Report::Text { request, atoms } => {
-                if !self.open.contains(&request) {
-                    return;
-                }
                 let fed = self.feed(request, |r| r.on_text_output(request, &atoms));
                 if let Err(ReactorError::Build(e)) = fed {
                     // Text that cannot be framed fails the command, visibly.
@@ -481,16 +555,86 @@ impl Exchange {
                 }
             }
             Report::Finished { request, result } => {
-                self.data_txs.remove(&request);
-                if !self.open.remove(&request) {
-                    return;
-                }
                 let _ = match result {
                     Ok(()) => {
                         self.feed(request, |r| r.on_response_data(request, Bytes::new(), true))
                     }
                     Err(e) => self.feed(request, |r| r.on_application_error(request, e.message())),
                 };
+            }
+        }
+    }
+
+    /// The piece at the head of `request`'s lane is compressed: its frames go to the
+    /// reactor, then whatever waited behind it, up to the next piece.
+    fn on_piece_done(&mut self, request: RequestId, done: Result<Encoded, tokio::task::JoinError>) {
+        let Some(lane) = self.lanes.get_mut(&request) else {
+            return;
+        };
+        let Some(Step::Piece { eos, .. }) = lane.pop_front() else {
+            return;
+        };
+        let failed = match done {
+            Ok(Encoded {
+                stream,
+                frames,
+                raw,
+                time,
+            }) => {
+                if let Some(counters) = self.counters(stream.id().0) {
+                    counters.raw_bytes += raw;
+                    counters.encode_time += time;
+                }
+                match frames {
+                    Ok(frames) => {
+                        let fed =
+                            self.feed(request, |r| r.on_response_frames(request, frames, eos));
+                        if fed.is_ok() {
+                            self.workers.give_back(stream);
+                        } else {
+                            // Its frames did not go out: the stream is out of step.
+                            self.workers.lose();
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        self.workers.lose();
+                        Some(format!("compressing the response failed: {e}"))
+                    }
+                }
+            }
+            Err(e) => {
+                self.workers.lose();
+                Some(format!("compressing the response failed: {e}"))
+            }
+        };
+        if let Some(message) = failed {
+            tracing::debug!(request = request.0, %message, "worker failed");
+            self.open.remove(&request);
+            let _ = self.feed(request, |r| r.on_application_error(request, &message));
+        }
+        self.drain_lane(request);
+    }
+
+    /// Feeds the reports at the head of `request`'s lane, up to its next piece; forgets
+    /// the lane once empty.
+    fn drain_lane(&mut self, request: RequestId) {
+        loop {
+            let Some(lane) = self.lanes.get_mut(&request) else {
+                return;
+            };
+            match lane.front() {
+                Some(Step::Piece { .. }) => return,
+                Some(Step::Report(_)) => {
+                    if let Some(Step::Report(report)) = lane.pop_front() {
+                        self.waiting = self.waiting.saturating_sub(1);
+                        self.apply(report);
+                    }
+                }
+                None => {
+                    self.lanes.remove(&request);
+                    return;
+                }
             }
         }
     }

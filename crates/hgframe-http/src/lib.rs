@@ -65,6 +65,7 @@ mod config;
 mod error;
 mod exchange;
 pub mod fileserver;
+mod offload;
 mod server;
 mod stats;
 

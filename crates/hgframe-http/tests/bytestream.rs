@@ -300,3 +300,62 @@ async fn an_idle_connection_stays_but_a_stalled_command_times_out() {
     let mut answer = Vec::new();
     within(socket.read_to_end(&mut answer)).await.unwrap();
 }
+
+/// Large responses of concurrent calls share the worker streams of one connection: each
+/// stream carries pieces of several responses, in its own order, with its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_responses_compress_on_worker_streams() {
+    let root = tempfile::tempdir().unwrap();
+    let mut registry = Registry::new();
+    FileCommands::new(root.path())
+        .unwrap()
+        .register(&mut registry)
+        .unwrap();
+    let stats = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&stats);
+    let mut config = ServerConfig::default();
+    config
+        .set_parallel_streams(2)
+        .set_observer(move |s| seen.lock().unwrap().push(s.clone()));
+    let service = HgFrameService::new(registry, config);
+    let files: Vec<Vec<u8>> = (0..3usize)
+        .map(|f| {
+            let len = (1 << 20) + 4321 * f;
+            (0..len)
+                .flat_map(|i| format!("{f}:{}\n", i / 50).into_bytes())
+                .take(len)
+                .collect()
+        })
+        .collect();
+    for (f, data) in files.iter().enumerate() {
+        std::fs::write(root.path().join(format!("big{f}.txt")), data).unwrap();
+    }
+    let (client_end, server_end) = tokio::io::duplex(64 << 10);
+    let (server_read, server_write) = tokio::io::split(server_end);
+    let serving = tokio::spawn(async move {
+        serve_connection(server_read, server_write, &service, std::future::pending()).await
+    });
+    let (client_read, client_write) = tokio::io::split(client_end);
+    let conn = Connection::new(client_read, client_write, ClientOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(conn.encoding(), "zstd-8mb");
+    let calls = (0..3).map(|f| {
+        let call = Call::new("cat").arg("path", format!("big{f}.txt"));
+        collect(&conn, call)
+    });
+    let got = futures_util::future::join_all(calls).await;
+    for (f, got) in got.into_iter().enumerate() {
+        assert!(got.unwrap() == files[f], "file {f} differs");
+    }
+    within(conn.close()).await;
+    let stats = within(serving).await.unwrap();
+    assert_eq!(stats.outcome, Outcome::Completed);
+    let data_streams = stats.streams.iter().filter(|s| s.raw_bytes > 0).count();
+    assert!(data_streams >= 2, "{:?}", stats.streams);
+    // Every byte of the files counted once, on whichever stream compressed it.
+    assert_eq!(
+        stats.raw_bytes(),
+        files.iter().map(|f| f.len() as u64).sum::<u64>()
+    );
+}

@@ -300,6 +300,24 @@ pub enum ReactorError {
     /// Input already ended; no more frames are accepted.
     #[error("input already ended")]
     InputEnded,
+    /// Every server stream id is in use: no stream can be handed to the driver.
+    #[error("all {max} server stream ids are in use")]
+    NoStreamId {
+        /// How many server stream ids exist.
+        max: usize,
+    },
+    /// Frames given as a response are on a stream the reactor did not hand out (or that
+    /// was given back).
+    #[error("stream {0} is not an output stream handed out by open_output_stream")]
+    NotADriverStream(StreamId),
+    /// A frame given as the response of one request belongs to another.
+    #[error("a frame of request {found} was given as the response of request {request}")]
+    FrameOfAnotherRequest {
+        /// The request being answered.
+        request: RequestId,
+        /// The request id the frame carries.
+        found: RequestId,
+    },
 }
 
 impl From<PayloadError> for ReactorError {

@@ -4,10 +4,11 @@
 //! handlers; [`request`] holds the per-request state machine and [`output`] the queue of
 //! frames waiting to be pulled.
 
+mod offthread;
 mod output;
 mod request;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -64,6 +65,9 @@ pub struct ServerReactor {
     stream_ids: StreamIdAllocator,
     /// The stream responses go out on; opened on first use, dropped once ended.
     outgoing: Option<OutgoingStream>,
+    /// Streams handed to the driver ([`ServerReactor::open_output_stream`]) and not yet
+    /// given back.
+    driver_streams: HashSet<StreamId>,
     /// Every request from its first frame to its last response frame's transmission.
     requests: HashMap<RequestId, RequestState>,
     /// Bytes held for commands not yet dispatched.
@@ -89,6 +93,7 @@ impl ServerReactor {
             encoding,
             stream_ids: StreamIdAllocator::new(Side::Server),
             outgoing: None,
+            driver_streams: HashSet::new(),
             requests: HashMap::new(),
             budget: Budget::new(config.max_buffered_data()),
             output: OutputQueue::new(config.defer_output()),
@@ -603,15 +608,13 @@ impl ServerReactor {
             return;
         };
         self.stream_ids.release(stream.id());
-        let Some(last) = self.output.pop_last() else {
+        let id = stream.id();
+        let Some(last) = self.output.last_of_stream(id) else {
             // Every frame of the stream already left: it ends with the exchange.
             return;
         };
-        let ends = last.ends;
-        let mut frames = vec![last.frame];
-        // The last queued frame is always this stream's: it is the only output stream.
-        let _ = stream.end(&mut frames);
-        self.output.push_all(frames, ends);
+        // The frame is still queued, so `end` can mark it.
+        let _ = stream.end(std::slice::from_mut(last));
     }
 
     fn output_action(&self) -> ServerAction {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use hgframe_wire::{Frame, RequestId};
+use hgframe_wire::{Frame, RequestId, StreamId};
 
 /// A frame waiting to be transmitted.
 #[derive(Debug)]
@@ -50,11 +50,14 @@ impl OutputQueue {
         }
     }
 
-    /// The last queued frame, taken out (to stamp stream-end on it), with what it ends.
-    pub(crate) fn pop_last(&mut self) -> Option<Queued> {
-        let q = self.frames.pop_back()?;
-        self.bytes -= q.frame.encoded_len();
-        Some(q)
+    /// The last queued frame of stream `id`, to stamp stream-end on it (flags only: its
+    /// length does not change).
+    pub(crate) fn last_of_stream(&mut self, id: StreamId) -> Option<&mut Frame> {
+        self.frames
+            .iter_mut()
+            .rev()
+            .map(|q| &mut q.frame)
+            .find(|f| f.stream_id() == id)
     }
 
     /// Whether a frame can be pulled now.
@@ -114,7 +117,7 @@ impl OutputQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hgframe_wire::{FrameType, StreamFlags, StreamId};
+    use hgframe_wire::{FrameType, StreamFlags};
 
     fn frame(len: usize) -> Frame {
         Frame::new(
