@@ -253,7 +253,7 @@ impl OutgoingStream {
         self.open(request, out)?;
         self.stats.raw_bytes += data.len() as u64;
         if self.encoder.is_none() || data.is_empty() {
-            return self.cut_raw(request, frame_type, data, eos, out);
+            return self.cut(request, frame_type, data, eos, false, out);
         }
         if data.len() >= self.one_pass_min_len
             && self.push_one_pass(request, frame_type, &data, eos, out)?
@@ -264,7 +264,14 @@ impl OutgoingStream {
         while !rest.is_empty() {
             let chunk = rest.split_to(self.next_raw_len().min(rest.len()));
             let encoded = self.encode(&chunk)?;
-            self.cut_encoded(request, frame_type, encoded, rest.is_empty() && eos, out)?;
+            self.cut(
+                request,
+                frame_type,
+                encoded,
+                rest.is_empty() && eos,
+                true,
+                out,
+            )?;
         }
         Ok(())
     }
@@ -283,7 +290,7 @@ impl OutgoingStream {
         self.check_data_type(frame_type)?;
         self.open(request, out)?;
         self.stats.raw_bytes += data.len() as u64;
-        self.cut_raw(request, frame_type, data, eos, out)
+        self.cut(request, frame_type, data, eos, false, out)
     }
 
     /// Any frame built elsewhere (`command-name`, `text-output`, `error-response`, ...):
@@ -362,12 +369,12 @@ impl OutgoingStream {
                 .min(compressed.len());
             head.extend_from_slice(&compressed.split_to(take));
             let last = compressed.is_empty();
-            self.cut_encoded(request, frame_type, head.freeze(), last && eos, out)?;
+            self.cut(request, frame_type, head.freeze(), last && eos, true, out)?;
             if last {
                 return Ok(());
             }
         }
-        self.cut_encoded(request, frame_type, compressed, eos, out)
+        self.cut(request, frame_type, compressed, eos, true, out)
     }
 
     /// Closes the stream: marks this stream's last frame in `out` with `stream-end` and
@@ -607,40 +614,19 @@ impl OutgoingStream {
         Ok(())
     }
 
-    /// Emits encoded bytes as `encoded` frames within the frame size. `eos` goes on the
-    /// last of them when `last_eos`; the others get `continuation`.
-    fn cut_encoded(
-        &mut self,
-        request: RequestId,
-        frame_type: FrameType,
-        mut encoded: Bytes,
-        last_eos: bool,
-        out: &mut Vec<Frame>,
-    ) -> Result<(), StreamError> {
-        loop {
-            let piece = encoded.split_to(encoded.len().min(self.max_frame_size));
-            let flags = if encoded.is_empty() && last_eos {
-                EOS
-            } else {
-                CONTINUATION
-            };
-            self.emit(request, frame_type, flags, true, piece, out)?;
-            if encoded.is_empty() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Emits raw data frames within the frame size (none for empty data without `eos`).
-    fn cut_raw(
+    /// Emits `data` as frames within the frame size, flagged `encoded` when `encoded`.
+    /// `eos` goes on the last of them when `eos`; the others get `continuation`. Empty raw
+    /// data without `eos` emits nothing; empty encoded bytes still emit one frame.
+    fn cut(
         &mut self,
         request: RequestId,
         frame_type: FrameType,
         mut data: Bytes,
         eos: bool,
+        encoded: bool,
         out: &mut Vec<Frame>,
     ) -> Result<(), StreamError> {
-        if data.is_empty() && !eos {
+        if data.is_empty() && !eos && !encoded {
             return Ok(());
         }
         loop {
@@ -650,7 +636,7 @@ impl OutgoingStream {
             } else {
                 CONTINUATION
             };
-            self.emit(request, frame_type, flags, false, piece, out)?;
+            self.emit(request, frame_type, flags, encoded, piece, out)?;
             if data.is_empty() {
                 return Ok(());
             }
