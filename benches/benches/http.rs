@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hgframe_http::fileserver::FileCommands;
+use hgframe::commands::FileCommands;
 use hgframe_http::{
     serve, Call, Client, ClientOptions, HgFrameService, Registry, ServerConfig, MEDIA_TYPE,
 };
@@ -55,9 +55,9 @@ async fn start_hgframe(root: &std::path::Path, parallel_streams: Option<usize>) 
     let addr = listener.local_addr().unwrap();
     let mut config = ServerConfig::default();
     if let Some(n) = parallel_streams {
-        config.set_parallel_streams(n);
+        config.engine_mut().set_parallel_streams(n);
     }
-    let service = HgFrameService::new(registry, config);
+    let service = HgFrameService::new(registry, config).unwrap();
     tokio::spawn(serve(listener, service, std::future::pending()));
     addr
 }

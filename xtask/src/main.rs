@@ -11,10 +11,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const LIBRARY_CRATES: [&str; 4] = [
+const LIBRARY_CRATES: [&str; 5] = [
     "hgframe-wire",
     "hgframe-stream",
     "hgframe-reactor",
+    "hgframe-engine",
     "hgframe-http",
 ];
 

@@ -1,29 +1,21 @@
-//! The body of hgframe requests and responses: a short text, or frames pulled from a
-//! bounded queue only when hyper polls for them.
+//! The body of hgframe requests and responses: a short text, or frames taken from a
+//! bounded queue that an exchange (or the client's driver) fills on its own task.
 //!
-//! A server response body *drives* its exchange: each poll first lets the exchange
-//! advance (read request frames, run handlers, encode output into the queue), then takes
-//! a chunk from the queue. The exchange thus lives in the connection's task, and hyper
-//! polls only when the connection can take more bytes, so a slow reader pauses the
-//! exchange instead of making it buffer. A client request body is fed by the client's
-//! driver task through the same kind of queue.
+//! hyper polls the body only when the connection can take more bytes, so a slow reader
+//! leaves the queue full and the exchange waits (its writes pause); the exchange's own
+//! timers run whether or not hyper polls. When the queue ends, the exchange's outcome
+//! decides between a clean end and an abort (an exchange cut short must not look like a
+//! complete response).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use hgframe_engine::{Error, ErrorKind, ExchangeStats, Outcome, OutputChunk, Running};
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
-
-use crate::error::{Error, ErrorKind};
-use crate::stats::{ExchangeStats, Outcome};
-
-/// What the exchange puts in the queue: encoded frames, or the reason it gave up (the
-/// connection is then aborted rather than ended cleanly, so the client cannot take a
-/// cut-short response for a whole one).
-pub(crate) type BodyChunk = Result<Bytes, Error>;
+use tokio::task::JoinHandle;
 
 /// The body of every response [`crate::HgFrameService`] produces (and of the
 /// [`crate::Client`]'s requests).
@@ -32,130 +24,119 @@ pub struct FrameBody {
     kind: Kind,
 }
 
+#[derive(Debug)]
 enum Kind {
     Full(Option<Bytes>),
-    Frames(mpsc::Receiver<BodyChunk>),
-    Driven(Driven),
+    Frames(mpsc::Receiver<OutputChunk>),
+    Running(Exchange),
     Failed(Option<Error>),
 }
 
-impl std::fmt::Debug for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Full(b) => f.debug_tuple("Full").field(b).finish(),
-            Self::Frames(_) => f.write_str("Frames"),
-            Self::Driven(d) => f
-                .debug_struct("Driven")
-                .field("running", &d.exchange.is_some())
-                .finish(),
-            Self::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-        }
-    }
-}
-
-/// An exchange and the queue it fills, advanced by the polls of the body.
-struct Driven {
-    /// The exchange, until it ends.
-    exchange: Option<BoxFuture<'static, ExchangeStats>>,
-    rx: mpsc::Receiver<BodyChunk>,
+/// An exchange running on its own task, and the queue it fills.
+#[derive(Debug)]
+struct Exchange {
+    output: mpsc::Receiver<OutputChunk>,
+    /// The task, until its end has been seen.
+    done: Option<JoinHandle<ExchangeStats>>,
     /// A chunk taken before the body was handed to hyper.
     held: Option<Bytes>,
 }
 
-impl Driven {
-    /// Lets the exchange advance, then takes the next chunk.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
+impl Exchange {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<OutputChunk>> {
         if let Some(chunk) = self.held.take() {
             return Poll::Ready(Some(Ok(chunk)));
         }
-        if let Some(running) = &mut self.exchange {
-            if let Poll::Ready(stats) = running.as_mut().poll(cx) {
-                self.exchange = None;
-                if stats.outcome == Outcome::TimedOut {
-                    // Abort the response rather than end it: cut short, it must not look
-                    // complete.
-                    return Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::Timeout,
-                        "the exchange made no progress within the idle timeout",
-                    ))));
-                }
-            }
+        match self.output.poll_recv(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
         }
-        self.rx.poll_recv(cx)
+        // The queue ended: how the exchange did decides between an end and an abort.
+        let Some(done) = self.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let ended = std::task::ready!(Pin::new(done).poll(cx));
+        self.done = None;
+        Poll::Ready(abort_for(ended).map(Err))
+    }
+}
+
+/// The error that must abort a response whose exchange ended this way, if any: one cut
+/// short must not look complete to the client.
+fn abort_for(ended: Result<ExchangeStats, tokio::task::JoinError>) -> Option<Error> {
+    match ended {
+        Ok(stats) => match stats.outcome {
+            Outcome::TimedOut => Some(Error::new(
+                ErrorKind::Timeout,
+                "the exchange made no progress within the idle timeout",
+            )),
+            _ => None,
+        },
+        Err(e) => Some(Error::closed(format!("the exchange task failed: {e}"))),
     }
 }
 
 impl FrameBody {
     /// Frames arriving through `rx`; the body ends when the sender is dropped.
-    pub(crate) fn frames(rx: mpsc::Receiver<BodyChunk>) -> Self {
+    pub(crate) fn frames(rx: mpsc::Receiver<OutputChunk>) -> Self {
         Self {
             kind: Kind::Frames(rx),
         }
     }
 
-    /// The frames `exchange` sends through the sender of `rx`, driven by the polls.
-    pub(crate) fn driven<F>(exchange: F, rx: mpsc::Receiver<BodyChunk>) -> Self
-    where
-        F: Future<Output = ExchangeStats> + Send + 'static,
-    {
+    /// The output of a running exchange.
+    pub(crate) fn running(running: Running) -> Self {
         Self {
-            kind: Kind::Driven(Driven {
-                exchange: Some(Box::pin(exchange)),
-                rx,
+            kind: Kind::Running(Exchange {
+                output: running.output,
+                done: Some(running.done),
                 held: None,
             }),
         }
     }
 
-    /// Like [`FrameBody::driven`], but first runs the exchange until its first output
-    /// (or its end), for a response that cannot start before the request has ended
-    /// anyway (half duplex). The response head then leaves with the first bytes, in one
-    /// write, and a response complete by then gets an exact length.
-    pub(crate) async fn driven_from_first<F>(exchange: F, rx: mpsc::Receiver<BodyChunk>) -> Self
-    where
-        F: Future<Output = ExchangeStats> + Send + 'static,
-    {
-        let mut driven = Driven {
-            exchange: Some(Box::pin(exchange)),
-            rx,
+    /// Like [`FrameBody::running`], but first waits for the exchange's first output (or
+    /// its end), for a response that cannot start before the request has ended anyway
+    /// (half duplex). The response head then leaves with the first bytes, in one write,
+    /// and a response complete by then gets an exact length.
+    pub(crate) async fn running_from_first(running: Running) -> Self {
+        let mut exchange = Exchange {
+            output: running.output,
+            done: Some(running.done),
             held: None,
         };
-        let first = std::future::poll_fn(|cx| driven.poll_chunk(cx)).await;
+        let first = std::future::poll_fn(|cx| exchange.poll_chunk(cx)).await;
         let kind = match first {
             None => Kind::Full(None),
             Some(Err(e)) => Kind::Failed(Some(e)),
-            Some(Ok(first)) if driven.exchange.is_none() => {
-                // The exchange ended: everything it sent is queued.
-                let mut whole = Vec::new();
-                let mut failed = None;
-                while let Ok(chunk) = driven.rx.try_recv() {
-                    match chunk {
-                        Ok(chunk) => whole.push(chunk),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                match failed {
-                    Some(e) => Kind::Failed(Some(e)),
-                    None if whole.is_empty() => Kind::Full(Some(first)),
-                    None => {
-                        let mut all = bytes::BytesMut::with_capacity(
-                            first.len() + whole.iter().map(Bytes::len).sum::<usize>(),
-                        );
-                        all.extend_from_slice(&first);
-                        for chunk in whole {
-                            all.extend_from_slice(&chunk);
-                        }
-                        Kind::Full(Some(all.freeze()))
-                    }
-                }
-            }
             Some(Ok(first)) => {
-                driven.held = Some(first);
-                Kind::Driven(driven)
+                if exchange.done.as_ref().is_some_and(JoinHandle::is_finished) {
+                    whole(first, exchange).await
+                } else {
+                    exchange.held = Some(first);
+                    Kind::Running(exchange)
+                }
             }
         };
         Self { kind }
     }
+}
+
+/// The whole response of an exchange that has ended, as one piece.
+async fn whole(first: Bytes, mut exchange: Exchange) -> Kind {
+    let mut all = bytes::BytesMut::from(&first[..]);
+    while let Ok(chunk) = exchange.output.try_recv() {
+        match chunk {
+            Ok(chunk) => all.extend_from_slice(&chunk),
+            Err(e) => return Kind::Failed(Some(e)),
+        }
+    }
+    if let Some(done) = exchange.done.take() {
+        if let Some(e) = abort_for(done.await) {
+            return Kind::Failed(Some(e));
+        }
+    }
+    Kind::Full(Some(all.freeze()))
 }
 
 impl From<Bytes> for FrameBody {
@@ -177,7 +158,7 @@ impl http_body::Body for FrameBody {
         let chunk = match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(Ok)),
             Kind::Frames(rx) => rx.poll_recv(cx),
-            Kind::Driven(driven) => driven.poll_chunk(cx),
+            Kind::Running(exchange) => exchange.poll_chunk(cx),
             Kind::Failed(e) => Poll::Ready(e.take().map(Err)),
         };
         chunk.map(|c| c.map(|c| c.map(Frame::data)))
@@ -187,14 +168,14 @@ impl http_body::Body for FrameBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Failed(e) => e.is_none(),
-            Kind::Frames(_) | Kind::Driven(_) => false,
+            Kind::Frames(_) | Kind::Running(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Failed(_) | Kind::Frames(_) | Kind::Driven(_) => SizeHint::default(),
+            Kind::Failed(_) | Kind::Frames(_) | Kind::Running(_) => SizeHint::default(),
         }
     }
 }

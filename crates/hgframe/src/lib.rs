@@ -14,6 +14,11 @@ pub use hgframe_stream as stream;
 pub use hgframe_wire as wire;
 
 #[cfg(feature = "http")]
+pub use hgframe_engine as engine;
+#[cfg(feature = "http")]
 pub use hgframe_http as http;
+
+#[cfg(feature = "http")]
+pub mod commands;
 
 pub use hgframe_wire::{Frame, FrameType, RequestId, StreamId};

@@ -12,34 +12,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt};
+use futures_util::TryStreamExt;
+use hgframe_engine::{ConfigError, Duplex, Error, Registry, Scope, Server, Transport};
 use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_stream::parse_accept_list;
-use hgframe_wire::codec::{CodecError, FrameCodec};
-use hgframe_wire::Frame;
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::FramedRead;
+use tokio::sync::Semaphore;
 use tokio_util::io::StreamReader;
 use tracing::Instrument;
 
 use self::route::{route, text_response, Route, Target};
 use crate::body::FrameBody;
-use crate::command::Registry;
-use crate::config::{Duplex, ServerConfig, ENCODINGS_HEADER};
-use crate::error::Error;
-use crate::exchange::{Exchange, Scope};
-use crate::stats::{ExchangeStats, Transport};
+use crate::config::{ServerConfig, ENCODINGS_HEADER};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Frames read from some input, boxed so that every transport feeds the same exchange.
-pub(crate) type FrameInput = Pin<Box<dyn Stream<Item = Result<Frame, CodecError>> + Send>>;
 
 /// The hgframe HTTP endpoint as a [`tower::Service`]: one request runs one exchange.
 ///
@@ -48,13 +39,13 @@ pub(crate) type FrameInput = Pin<Box<dyn Stream<Item = Result<Frame, CodecError>
 ///
 /// ```
 /// use hgframe_http::{HgFrameService, Registry, ServerConfig};
-/// let service = HgFrameService::new(Registry::new(), ServerConfig::default());
+/// let service = HgFrameService::new(Registry::new(), ServerConfig::default()).unwrap();
 /// // e.g. axum: Router::new().route_service("/api/exp-http-v2-0001/{*rest}", service)
 /// # let _ = service;
 /// ```
 ///
-/// Each exchange runs inside its response body, polled by the connection's task; it
-/// needs a tokio runtime (timers, and the handlers' own use of tokio).
+/// Each exchange runs on a task of its own (it needs a tokio runtime); the response
+/// body is the queue it fills.
 #[derive(Clone, Debug)]
 pub struct HgFrameService {
     shared: Arc<Shared>,
@@ -62,33 +53,31 @@ pub struct HgFrameService {
 
 #[derive(Debug)]
 struct Shared {
-    config: Arc<ServerConfig>,
-    registry: Arc<Registry>,
-    /// Reactor settings for half-duplex exchanges: deferred output, buffered data.
-    half: Arc<hgframe_reactor::ServerConfig>,
-    /// Reactor settings for full-duplex exchanges and byte streams: streaming data.
-    full: Arc<hgframe_reactor::ServerConfig>,
+    config: ServerConfig,
+    server: Server,
+    /// Reactor settings for `debugreflect`: deferred output, buffered data (it reports
+    /// what the seed's reactor would).
+    reflect: Arc<hgframe_reactor::ServerConfig>,
 }
 
 impl HgFrameService {
-    /// The service for these commands and settings.
-    pub fn new(registry: Registry, config: ServerConfig) -> Self {
-        let mut half = config.reactor().clone();
-        half.set_defer_output(true)
+    /// The service for these commands and settings, which are checked first
+    /// ([`ServerConfig::validate`]).
+    pub fn new(registry: Registry, config: ServerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let server = Server::new(registry, config.engine().clone())?;
+        let mut reflect = config.engine().reactor().clone();
+        reflect
+            .set_defer_output(true)
             .set_data_mode(DataMode::Buffered)
             .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
-        let mut full = config.reactor().clone();
-        full.set_defer_output(false)
-            .set_data_mode(DataMode::Streaming)
-            .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
-        Self {
+        Ok(Self {
             shared: Arc::new(Shared {
-                config: Arc::new(config),
-                registry: Arc::new(registry),
-                half: Arc::new(half),
-                full: Arc::new(full),
+                config,
+                server,
+                reflect: Arc::new(reflect),
             }),
-        }
+        })
     }
 
     /// The settings.
@@ -98,42 +87,14 @@ impl HgFrameService {
 
     /// The commands.
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        self.shared.server.registry()
     }
 
-    /// A reactor for one exchange (client accepts identity only until told otherwise).
-    pub(crate) fn new_reactor(&self, full_duplex: bool) -> ServerReactor {
-        let config = if full_duplex {
-            &self.shared.full
-        } else {
-            &self.shared.half
-        };
-        ServerReactor::new(Arc::clone(config))
-    }
-
-    /// Frames decoded from `reader` with the configured payload limit.
-    pub(crate) fn frames<R>(&self, reader: R) -> FrameInput
-    where
-        R: tokio::io::AsyncRead + Send + 'static,
-    {
-        let codec = FrameCodec::with_max_payload_len(self.config().reactor().max_frame_payload());
-        Box::pin(FramedRead::new(reader, codec))
-    }
-
-    /// An exchange, ready to run.
-    pub(crate) fn exchange(
-        &self,
-        reactor: ServerReactor,
-        scope: Scope,
-        stats: ExchangeStats,
-    ) -> Exchange {
-        Exchange::new(
-            reactor,
-            Arc::clone(&self.shared.registry),
-            Arc::clone(&self.shared.config),
-            scope,
-            stats,
-        )
+    /// The exchange engine's server: the same commands and shared resources (handler
+    /// slots, memory budget, blocking pool) for the byte-stream transport
+    /// ([`hgframe_engine::bytestream::serve_tcp`]).
+    pub fn server(&self) -> &Server {
+        &self.shared.server
     }
 
     /// Answers one HTTP request.
@@ -145,6 +106,7 @@ impl HgFrameService {
     {
         let (parts, body) = request.into_parts();
         let config = self.config();
+        let server = &self.shared.server;
         let routed = route(
             &parts.method,
             parts.uri.path(),
@@ -167,8 +129,8 @@ impl HgFrameService {
             }
             Ok(Route::Reflect) => {
                 let report = reflect::reflect(
-                    self.frames(body_reader(body)),
-                    self.new_reactor(false),
+                    server.frames(body_reader(body)),
+                    ServerReactor::new(Arc::clone(&self.shared.reflect)),
                     config.reflect_limit(),
                 )
                 .await;
@@ -183,7 +145,6 @@ impl HgFrameService {
             Duplex::Half => false,
             Duplex::Full => true,
         };
-        let mut reactor = self.new_reactor(full_duplex);
         let accepts: Vec<String> = parts
             .headers
             .get_all(ENCODINGS_HEADER)
@@ -191,12 +152,10 @@ impl HgFrameService {
             .filter_map(|v| v.to_str().ok())
             .flat_map(parse_accept_list)
             .collect();
-        if !accepts.is_empty() {
-            reactor.set_peer_accepts(&accepts);
-        }
-        let command = match &target {
-            Target::Single(name) => String::from_utf8_lossy(name).into_owned(),
-            Target::Multi => "multirequest".to_owned(),
+        let reactor = server.new_reactor(full_duplex, &accepts);
+        let (command, only) = match target {
+            Target::Single(name) => (String::from_utf8_lossy(&name).into_owned(), Some(name)),
+            Target::Multi => ("multirequest".to_owned(), None),
         };
         let span = tracing::info_span!(
             "hgframe.exchange",
@@ -210,26 +169,27 @@ impl HgFrameService {
         } else {
             Transport::Http1
         };
-        let (tx, rx) = mpsc::channel(config.body_queue());
-        let exchange = self
-            .exchange(
-                reactor,
-                Scope::Http { permission, target },
-                ExchangeStats::new(transport, full_duplex),
-            )
-            .run(self.frames(body_reader(body)), tx)
-            .instrument(span);
+        let running = server.start(
+            reactor,
+            Scope::Request {
+                permission,
+                command: only,
+            },
+            transport,
+            server.frames(body_reader(body)),
+            span,
+        );
         let body = if full_duplex {
-            FrameBody::driven(exchange, rx)
+            FrameBody::running(running)
         } else {
-            FrameBody::driven_from_first(exchange, rx).await
+            FrameBody::running_from_first(running).await
         };
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, config.media_type())
             .body(body)
             .unwrap_or_else(|_| {
-                // Only an invalid configured media type can fail here.
+                // validate() checked the media type; kept for safety.
                 let mut r = Response::new(FrameBody::from(Bytes::from_static(
                     b"the configured media type is not a valid header value\n",
                 )));
@@ -274,16 +234,16 @@ where
 
 /// Serves `service` over HTTP/1.1 and h2c on `listener` until `shutdown` completes; then
 /// stops accepting, lets the responses in flight finish (up to
-/// [`ServerConfig::shutdown_grace`]) and returns.
+/// [`hgframe_engine::EngineConfig::shutdown_grace`]) and returns.
 ///
-/// At most [`ServerConfig::max_connections`] connections are served at once; HTTP/1
+/// At most [`hgframe_engine::EngineConfig::max_connections`] connections are served at once; HTTP/1
 /// clients get [`ServerConfig::header_read_timeout`] to send each request's headers.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), hgframe_http::Error> {
 /// use hgframe_http::{serve, HgFrameService, Registry, ServerConfig};
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await.unwrap();
-/// let service = HgFrameService::new(Registry::new(), ServerConfig::default());
+/// let service = HgFrameService::new(Registry::new(), ServerConfig::default()).unwrap();
 /// serve(listener, service, async { let _ = tokio::signal::ctrl_c().await; }).await
 /// # }
 /// ```
@@ -326,7 +286,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout());
     builder.http2().timer(TokioTimer::new());
-    let limit = Arc::new(Semaphore::new(config.max_connections()));
+    let limit = Arc::new(Semaphore::new(config.engine().max_connections()));
     let graceful = GracefulShutdown::new();
     let hyper_service = TowerToHyperService::new(service);
     // Owned here, so that connections still busy after the grace period can be dropped.
@@ -375,7 +335,7 @@ where
     }
     drop(listener);
     tracing::debug!("shutting down: waiting for responses in flight");
-    match config.shutdown_grace() {
+    match config.engine().shutdown_grace() {
         Some(grace) => {
             if tokio::time::timeout(grace, graceful.shutdown())
                 .await

@@ -24,8 +24,8 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 
-use crate::command::{Permission, Registry};
 use crate::config::ServerConfig;
+use hgframe_engine::{Permission, Registry};
 
 /// Where a request that passed every check goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +187,7 @@ fn header_is(headers: &HeaderMap, name: header::HeaderName, want: &str) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{CommandError, CommandInput, Responder};
+    use hgframe_engine::{CommandError, CommandInput, Responder};
 
     fn registry() -> Registry {
         let mut r = Registry::new();

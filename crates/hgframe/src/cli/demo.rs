@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hgframe_http::fileserver::FileCommands;
+use hgframe::commands::FileCommands;
 use hgframe_http::{
     serve, Call, Client, ClientOptions, ExchangeStats, HgFrameService, Permission, Registry,
     ServerConfig,
@@ -167,15 +167,16 @@ async fn start_server(
         .and_then(|files| files.register(&mut registry))
         .map_err(Failure::bad)?;
     let mut config = ServerConfig::default();
-    config.set_encodings(&[PROFILE]).set_observer(move |s| {
+    let engine = config.engine_mut();
+    engine.set_encodings(&[PROFILE]).set_observer(move |s| {
         if let Ok(mut all) = stats.lock() {
             all.push(s.clone());
         }
     });
-    config.reactor_mut().set_level(level);
+    engine.reactor_mut().set_level(level);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    let service = HgFrameService::new(registry, config);
+    let service = HgFrameService::new(registry, config).map_err(Failure::bad)?;
     // The server lives as long as the process: the demo ends by exiting.
     tokio::spawn(serve(listener, service, std::future::pending()));
     Ok(addr)

@@ -10,9 +10,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use hgframe::commands::FileCommands;
 use hgframe_http::bytestream::{serve_connection, serve_tcp};
-use hgframe_http::fileserver::FileCommands;
-use hgframe_http::{serve, ExchangeStats, HgFrameService, Registry, ServerConfig};
+use hgframe_http::{serve, ConfigError, ExchangeStats, HgFrameService, Registry, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -59,14 +59,15 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
         .and_then(|files| files.register(&mut registry))
         .map_err(Failure::bad)?;
     let mut config = ServerConfig::default();
+    config.set_debugreflect(args.debugreflect);
+    let engine = config.engine_mut();
     if !args.encodings.is_empty() {
-        config.set_encodings(&args.encodings);
+        engine.set_encodings(&args.encodings);
     }
-    config
-        .set_debugreflect(args.debugreflect)
-        .set_observer(log_exchange);
-    config.reactor_mut().set_level(args.level);
-    let service = HgFrameService::new(registry, config);
+    engine.set_observer(log_exchange);
+    engine.reactor_mut().set_level(args.level);
+    // Refused before anything listens: a setting that cannot work names its option.
+    let service = HgFrameService::new(registry, config).map_err(unusable)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -82,7 +83,7 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
             let stats = serve_connection(
                 tokio::io::stdin(),
                 tokio::io::stdout(),
-                &service,
+                service.server(),
                 stopped(stop_rx),
             )
             .await;
@@ -109,9 +110,9 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
             stdout.flush()?;
         }
         let byte_streams = tcp.map(|listener| {
-            let service = service.clone();
+            let server = service.server().clone();
             let stop = stopped(stop_rx.clone());
-            tokio::spawn(async move { serve_tcp(listener, service, stop).await })
+            tokio::spawn(async move { serve_tcp(listener, server, stop).await })
         });
         serve(http, service, stopped(stop_rx))
             .await
@@ -186,4 +187,13 @@ fn log_exchange(stats: &ExchangeStats) {
         "exchange: {}",
         if streams.is_empty() { "no output".to_owned() } else { streams.join("; ") }
     );
+}
+
+/// A setting `serve` cannot use, as a usage error naming its option.
+fn unusable(e: ConfigError) -> Failure {
+    let option = match e.setting() {
+        "encodings" => "--encoding".to_owned(),
+        other => format!("--{}", other.replace('_', "-")),
+    };
+    Failure::usage(format!("{option}: {}", e.reason()))
 }

@@ -5,10 +5,10 @@
 //! The protocol allows it because each stream has its own content-encoding context: a
 //! request's response may continue on another stream, and its data is whatever its
 //! frames carry in wire order. So the exchange opens up to
-//! [`crate::ServerConfig::parallel_streams`] streams from its reactor
+//! [`crate::EngineConfig::parallel_streams`] streams from its reactor
 //! ([`ServerReactor::open_output_stream`]); a response piece of at least
-//! [`crate::ServerConfig::parallel_piece`] bytes goes to an idle one, on
-//! `spawn_blocking`, while the exchange goes on. Each request keeps a FIFO ([`Lane`]) of
+//! [`crate::EngineConfig::parallel_piece`] bytes goes to an idle one, on
+//! the server's blocking pool, while the exchange goes on. Each request keeps a FIFO ([`Lane`]) of
 //! what it produced since its oldest piece still compressing: later pieces (compressing
 //! at the same time on other streams), and small data, text and its end, which wait
 //! their turn. A stream is busy with at most one piece, so the pieces in flight are at
@@ -24,7 +24,9 @@ use bytes::Bytes;
 use hgframe_reactor::{ServerReactor, IDENTITY};
 use hgframe_stream::{OutgoingStream, StreamError};
 use hgframe_wire::{Frame, FrameType, RequestId};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinHandle;
+
+use crate::admission::{BlockingPool, JobFailed};
 
 use crate::command::Report;
 
@@ -40,7 +42,7 @@ pub(crate) struct Encoded {
 pub(crate) enum Step {
     /// A piece compressing on a worker; `eos` when it ends the response.
     Piece {
-        handle: JoinHandle<Encoded>,
+        handle: JoinHandle<Result<Encoded, JobFailed>>,
         eos: bool,
     },
     /// A report that waits for the pieces before it.
@@ -64,12 +66,14 @@ pub(crate) struct Workers {
     min_piece: usize,
     /// Ids of the worker streams, for the counters.
     ids: HashSet<u8>,
+    /// Where pieces are compressed.
+    pool: BlockingPool,
 }
 
 impl Workers {
     /// A pool of up to `streams` workers (fewer than 2 disables it) for pieces of at
     /// least `min_piece` bytes.
-    pub(crate) fn new(streams: usize, min_piece: usize) -> Self {
+    pub(crate) fn new(streams: usize, min_piece: usize, pool: BlockingPool) -> Self {
         Self {
             idle: Vec::new(),
             opened: 0,
@@ -77,6 +81,7 @@ impl Workers {
             max: if streams >= 2 { streams } else { 0 },
             min_piece,
             ids: HashSet::new(),
+            pool,
         }
     }
 
@@ -125,7 +130,8 @@ impl Workers {
             return Err(data);
         };
         self.busy += 1;
-        let handle = tokio::task::spawn_blocking(move || {
+        let pool = self.pool.clone();
+        let job = move || {
             let started = Instant::now();
             let raw = data.len() as u64;
             let mut frames = Vec::new();
@@ -138,7 +144,9 @@ impl Workers {
                 raw,
                 time: started.elapsed(),
             }
-        });
+        };
+        // On the server's blocking pool: compression shares its threads with file I/O.
+        let handle = tokio::spawn(async move { pool.run(job).await });
         Ok(Step::Piece { handle, eos })
     }
 
@@ -182,12 +190,12 @@ impl Workers {
 /// The first piece at the head of a lane that is done, with its request.
 pub(crate) fn next_done(
     lanes: &mut HashMap<RequestId, Lane>,
-) -> impl Future<Output = (RequestId, Result<Encoded, JoinError>)> + '_ {
+) -> impl Future<Output = (RequestId, Result<Encoded, JobFailed>)> + '_ {
     std::future::poll_fn(move |cx| {
         for (request, lane) in lanes.iter_mut() {
             if let Some(Step::Piece { handle, .. }) = lane.front_mut() {
                 if let Poll::Ready(done) = Pin::new(handle).poll(cx) {
-                    return Poll::Ready((*request, done));
+                    return Poll::Ready((*request, done.unwrap_or(Err(JobFailed))));
                 }
             }
         }

@@ -28,27 +28,32 @@ use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
 
-use crate::body::BodyChunk;
 use crate::client::{Call, CallData};
 use crate::error::Error;
-use crate::server::FrameInput;
+use crate::output::FrameInput;
+use crate::output::OutputChunk;
 
 /// What the driver tells a response stream.
 #[derive(Debug)]
-pub(crate) enum Item {
+pub enum Item {
+    /// Response bytes, and whether they are the last.
     Data(Bytes, bool),
+    /// Text output.
     Text(Vec<TextAtom>),
+    /// The response failed; nothing follows.
     Failed(Error),
 }
 
 /// A command to issue, and where its events go.
-pub(crate) struct NewCall {
-    pub(crate) call: Call,
-    pub(crate) events: mpsc::Sender<Item>,
+pub struct NewCall {
+    /// The command.
+    pub call: Call,
+    /// Where its response goes.
+    pub events: mpsc::Sender<Item>,
 }
 
 /// Where the server's frames come from.
-pub(crate) enum Input {
+pub enum Input {
     /// Already flowing (byte streams).
     Ready(FrameInput),
     /// Once the HTTP response has started and passed its checks.
@@ -61,7 +66,9 @@ struct Source {
     data: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
-pub(crate) struct Driver {
+/// Runs one exchange's calls: feeds the client reactor, sends its frames, routes the
+/// server's answers to each call's response stream.
+pub struct Driver {
     reactor: ClientReactor,
     calls: mpsc::Receiver<NewCall>,
     calls_open: bool,
@@ -77,7 +84,7 @@ pub(crate) struct Driver {
 
 impl Driver {
     /// `window`: most commands in flight at once (commands beyond wait their turn).
-    pub(crate) fn new(
+    pub fn new(
         reactor: ClientReactor,
         calls: mpsc::Receiver<NewCall>,
         window: usize,
@@ -99,7 +106,7 @@ impl Driver {
     }
 
     /// Runs until every response has ended (or the connection failed).
-    pub(crate) async fn run(mut self, input: Input, out: mpsc::Sender<BodyChunk>) {
+    pub async fn run(mut self, input: Input, out: mpsc::Sender<OutputChunk>) {
         let (mut frames, mut head) = match input {
             Input::Ready(frames) => (Some(frames), None),
             Input::Pending(head) => (None, Some(head)),
@@ -205,7 +212,7 @@ impl Driver {
 
     /// Once no command can come and all data went out, ends the client's stream and
     /// closes the sink.
-    fn maybe_finish_sending(&mut self, out: &mut Option<mpsc::Sender<BodyChunk>>) {
+    fn maybe_finish_sending(&mut self, out: &mut Option<mpsc::Sender<OutputChunk>>) {
         if self.calls_open || !self.sources.is_empty() {
             return;
         }
@@ -250,7 +257,7 @@ impl Driver {
     fn on_piece(
         &mut self,
         piece: Option<std::io::Result<Bytes>>,
-        out: &mut Option<mpsc::Sender<BodyChunk>>,
+        out: &mut Option<mpsc::Sender<OutputChunk>>,
     ) {
         let Some(request) = self.sources.front().map(|s| s.request) else {
             return;
@@ -344,8 +351,8 @@ async fn reserve_delivery(
 }
 
 async fn reserve_out(
-    out: Option<&mpsc::Sender<BodyChunk>>,
-) -> Option<mpsc::OwnedPermit<BodyChunk>> {
+    out: Option<&mpsc::Sender<OutputChunk>>,
+) -> Option<mpsc::OwnedPermit<OutputChunk>> {
     match out {
         // An owned permit, so that `out` may be closed in the same turn.
         Some(tx) => tx.clone().reserve_owned().await.ok(),

@@ -1,5 +1,5 @@
 //! Counters of one exchange, for applications (through
-//! [`crate::ServerConfig::set_observer`]) and for logs.
+//! [`crate::EngineConfig::set_observer`]) and for logs.
 
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub enum Outcome {
     ClientGone,
     /// Nothing moved for longer than the idle timeout.
     TimedOut,
+    /// A response could not be encoded, nor the error frame that should have replaced
+    /// it: the exchange was aborted (the transport cuts the connection).
+    EncoderFailed(String),
 }
 
 /// Counters of one stream the server sent on.

@@ -43,18 +43,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
-use crate::body::BodyChunk;
 use crate::client::driver::{Input, NewCall};
 use crate::client::{queue_calls, Call, ClientOptions, ResponseStream};
 use crate::error::Error;
 use crate::exchange::Scope;
-use crate::server::HgFrameService;
-use crate::stats::{ExchangeStats, Transport};
+use crate::output::{write_all_chunks, FrameInput};
+use crate::server::Server;
+use crate::stats::{ExchangeStats, Outcome, Transport};
 
 /// Serves one byte-stream connection until the client half-closes it (or `stop`
 /// completes: the server then stops reading and finishes the responses in flight).
@@ -62,7 +62,7 @@ use crate::stats::{ExchangeStats, Transport};
 pub async fn serve_connection<R, W, F>(
     reader: R,
     writer: W,
-    service: &HgFrameService,
+    server: &Server,
     stop: F,
 ) -> ExchangeStats
 where
@@ -70,24 +70,28 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let reactor = service.new_reactor(true);
-    let input = stop_reading_on(service.frames(reader), stop);
-    let (tx, rx) = mpsc::channel(service.config().body_queue());
-    let exchange = service
-        .exchange(
-            reactor,
-            Scope::ByteStream,
-            ExchangeStats::new(Transport::ByteStream, true),
-        )
-        .run(input, tx)
-        .instrument(tracing::info_span!("hgframe.connection"));
-    // One task: the exchange and the writer advance together.
-    let (stats, ()) = tokio::join!(exchange, write_all_chunks(rx, writer));
-    stats
+    let reactor = server.new_reactor(true, &[]);
+    let input = stop_reading_on(server.frames(reader), stop);
+    let running = server.start(
+        reactor,
+        Scope::Connection,
+        Transport::ByteStream,
+        input,
+        tracing::info_span!("hgframe.connection"),
+    );
+    write_all_chunks(running.output, writer).await;
+    match running.done.await {
+        Ok(stats) => stats,
+        Err(e) => {
+            let mut stats = ExchangeStats::new(Transport::ByteStream, true);
+            stats.outcome = Outcome::InputFailed(format!("the exchange task failed: {e}"));
+            stats
+        }
+    }
 }
 
 /// Frames from `input` until `stop` completes, then the end of input.
-fn stop_reading_on<F>(input: crate::server::FrameInput, stop: F) -> crate::server::FrameInput
+fn stop_reading_on<F>(input: FrameInput, stop: F) -> FrameInput
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -95,37 +99,14 @@ where
     Box::pin(input.take_until(stop))
 }
 
-/// Writes every chunk, flushing whenever the queue runs dry, then shuts the writer down.
-/// An error chunk (the exchange gave up) shuts down without writing more.
-async fn write_all_chunks<W>(mut rx: mpsc::Receiver<BodyChunk>, mut writer: W)
-where
-    W: AsyncWrite + Unpin,
-{
-    while let Some(chunk) = rx.recv().await {
-        let Ok(chunk) = chunk else { break };
-        if writer.write_all(&chunk).await.is_err() {
-            // The peer is gone; dropping `rx` tells the exchange.
-            return;
-        }
-        if rx.is_empty() && writer.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = writer.shutdown().await;
-}
-
 /// Serves byte-stream connections from `listener` until `shutdown` completes; then
 /// stops accepting, tells every connection to stop reading, and waits (up to the
 /// configured grace period) for their responses in flight.
-pub async fn serve_tcp<F>(
-    listener: TcpListener,
-    service: HgFrameService,
-    shutdown: F,
-) -> Result<(), Error>
+pub async fn serve_tcp<F>(listener: TcpListener, server: Server, shutdown: F) -> Result<(), Error>
 where
     F: Future<Output = ()> + Send,
 {
-    let config = service.config().clone();
+    let config = server.config().clone();
     let limit = Arc::new(Semaphore::new(config.max_connections()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -152,7 +133,7 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let server = server.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(
             async move {
@@ -160,7 +141,7 @@ where
                 let stop = async move {
                     let _ = stop.wait_for(|stopping| *stopping).await;
                 };
-                let stats = serve_connection(reader, writer, &service, stop).await;
+                let stats = serve_connection(reader, writer, &server, stop).await;
                 tracing::debug!(?stats.outcome, commands = stats.commands, "connection ended");
                 drop(permit);
             }
@@ -186,8 +167,8 @@ where
 /// A client connection over a byte stream: many calls, one long-lived exchange.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), hgframe_http::Error> {
-/// use hgframe_http::{bytestream::Connection, Call, ClientOptions};
+/// # async fn run() -> Result<(), hgframe_engine::Error> {
+/// use hgframe_engine::{bytestream::Connection, Call, ClientOptions};
 /// let conn = Connection::connect_tcp("127.0.0.1:9000", ClientOptions::default()).await?;
 /// println!("responses use {}", conn.encoding());
 /// let files = conn.call(Call::new("files")).await?.collect().await?;
@@ -216,8 +197,7 @@ impl Connection {
         let (driver, accepts) = options.new_driver(calls_rx, true);
         let codec =
             hgframe_wire::codec::FrameCodec::with_max_payload_len(options.max_frame_payload());
-        let frames: crate::server::FrameInput =
-            Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
+        let frames: FrameInput = Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
         let (out_tx, out_rx) = mpsc::channel(4);
         let writer = tokio::spawn(write_all_chunks(out_rx, writer));
         let driver = tokio::spawn(driver.run(Input::Ready(frames), out_tx));

@@ -13,7 +13,8 @@
 //! target, so readers see the old content or the new one, never a mix.
 //!
 //! ```no_run
-//! use hgframe_http::{fileserver::FileCommands, Registry};
+//! use hgframe::commands::FileCommands;
+//! use hgframe::engine::Registry;
 //! let mut registry = Registry::new();
 //! FileCommands::new(".")?.register(&mut registry)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -24,10 +25,10 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
-use crate::command::{CommandError, CommandInput, Permission, Registry, Responder};
-use crate::error::Error;
+use hgframe_engine::{
+    BlockingPool, CommandError, CommandInput, Error, Permission, Registry, Responder,
+};
 
 /// Bytes `cat` reads from the file at a time.
 const READ_CHUNK: usize = 256 << 10;
@@ -77,9 +78,10 @@ impl FileCommands {
         registry.register(
             "files",
             Permission::ReadOnly,
-            move |_: CommandInput, out| {
+            move |input: CommandInput, out| {
                 let this = this.clone();
-                async move { this.files(out).await }
+                let pool = input.blocking().clone();
+                async move { this.files(pool, out).await }
             },
         )?;
         let this = self.clone();
@@ -95,10 +97,11 @@ impl FileCommands {
         Ok(())
     }
 
-    async fn files(&self, out: Responder) -> Result<(), CommandError> {
+    async fn files(&self, pool: BlockingPool, out: Responder) -> Result<(), CommandError> {
         let root = Arc::clone(&self.root);
         let max = self.max_list_entries;
-        let listing = tokio::task::spawn_blocking(move || list_files(&root, max))
+        let listing = pool
+            .run(move || list_files(&root, max))
             .await
             .map_err(|_| CommandError::new("listing the files failed"))??;
         out.finish(listing).await?;
@@ -106,21 +109,27 @@ impl FileCommands {
     }
 
     async fn cat(&self, input: CommandInput, out: Responder) -> Result<(), CommandError> {
-        let path = input.arg_str("path")?;
-        let file = resolve_existing(&self.root, path)?;
-        // A blocking reader thread hands chunks over a small queue: the responder's
-        // back-pressure then pauses the reads.
-        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
-        let shown = path.to_owned();
-        tokio::task::spawn_blocking(move || read_chunks(&file, &tx));
+        let path = input.arg_str("path")?.to_owned();
+        let file = resolve_existing(&self.root, &path)?;
+        // Every read is a job on the server's bounded blocking pool, one chunk at a
+        // time: many `cat`s at once share its threads, and the responder's back-pressure
+        // pauses the reads (at most one chunk is read ahead).
+        let pool = input.blocking().clone();
+        let mut file = pool
+            .run(move || std::fs::File::open(file))
+            .await
+            .map_err(|e| CommandError::new(e.to_string()))?
+            .map_err(|e| read_error(&path, &e))?;
         let mut out = out;
-        let mut current = match rx.recv().await {
-            Some(chunk) => chunk.map_err(|e| read_error(&shown, &e))?,
-            None => Bytes::new(),
-        };
+        let mut current;
+        (file, current) = read_chunk(&pool, file, &path).await?;
         // One chunk of look-ahead so the last piece carries `eos` (no empty final frame).
-        while let Some(next) = rx.recv().await {
-            let next = next.map_err(|e| read_error(&shown, &e))?;
+        while current.len() == READ_CHUNK {
+            let next;
+            (file, next) = read_chunk(&pool, file, &path).await?;
+            if next.is_empty() {
+                break;
+            }
             out.write(std::mem::replace(&mut current, next)).await?;
         }
         out.finish(current).await?;
@@ -130,22 +139,24 @@ impl FileCommands {
     async fn put(&self, mut input: CommandInput, out: Responder) -> Result<(), CommandError> {
         let path = input.arg_str("path")?.to_owned();
         let target = resolve_for_write(&self.root, &path)?;
+        let pool = input.blocking().clone();
         let mut data = input
             .take_data()
             .ok_or_else(|| CommandError::new("put needs data: the new content of the file"))?;
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         let mut temp = tempfile_in(&dir).map_err(|e| write_error(&path, &e))?;
         while let Some(piece) = data.chunk().await? {
-            let (file, result) = tokio::task::spawn_blocking(move || {
-                let result = std::io::Write::write_all(&mut temp.file, &piece);
-                (temp, result)
-            })
-            .await
-            .map_err(|_| CommandError::new("writing the file failed"))?;
+            let (file, result) = pool
+                .run(move || {
+                    let result = std::io::Write::write_all(&mut temp.file, &piece);
+                    (temp, result)
+                })
+                .await
+                .map_err(|_| CommandError::new("writing the file failed"))?;
             temp = file;
             result.map_err(|e| write_error(&path, &e))?;
         }
-        tokio::task::spawn_blocking(move || temp.persist(&target))
+        pool.run(move || temp.persist(&target))
             .await
             .map_err(|_| CommandError::new("writing the file failed"))?
             .map_err(|e| write_error(&path, &e))?;
@@ -255,37 +266,31 @@ fn write_error(path: &str, e: &std::io::Error) -> CommandError {
 }
 
 /// Reads the file in chunks into `tx`, until the end, an error, or the reader is gone.
-fn read_chunks(path: &Path, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-    };
-    loop {
-        let mut buf = BytesMut::zeroed(READ_CHUNK);
-        let mut filled = 0;
-        // Fill the chunk, so pieces are large even when reads come back short.
-        while filled < READ_CHUNK {
-            match file.read(buf.get_mut(filled..).unwrap_or_default()) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
+/// Reads up to [`READ_CHUNK`] bytes of `file` on the pool (fewer only at its end).
+async fn read_chunk(
+    pool: &BlockingPool,
+    mut file: std::fs::File,
+    shown: &str,
+) -> Result<(std::fs::File, Bytes), CommandError> {
+    let (file, chunk) = pool
+        .run(move || {
+            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            let mut filled = 0;
+            // Fill the chunk, so pieces are large even when reads come back short.
+            while filled < READ_CHUNK {
+                match file.read(buf.get_mut(filled..).unwrap_or_default()) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return (file, Err(e)),
                 }
             }
-        }
-        buf.truncate(filled);
-        if filled > 0 && tx.blocking_send(Ok(buf.freeze())).is_err() {
-            return;
-        }
-        if filled < READ_CHUNK {
-            return;
-        }
-    }
+            buf.truncate(filled);
+            (file, Ok(buf.freeze()))
+        })
+        .await
+        .map_err(|e| CommandError::new(e.to_string()))?;
+    Ok((file, chunk.map_err(|e| read_error(shown, &e))?))
 }
 
 /// The regular files under `root` (symbolic links are neither listed nor followed), as

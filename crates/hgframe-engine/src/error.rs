@@ -59,7 +59,7 @@ struct Inner {
 
 impl Error {
     /// An error of `kind` with a message for people.
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             inner: Box::new(Inner {
                 kind,
@@ -71,19 +71,20 @@ impl Error {
     }
 
     /// The same error, remembering what caused it.
-    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.inner.source = Some(source.into());
         self
     }
 
     /// The server answered with an HTTP error status and a (text/plain) message.
-    pub(crate) fn status(status: http::StatusCode, message: impl Into<String>) -> Self {
+    pub fn status(status: http::StatusCode, message: impl Into<String>) -> Self {
         let mut e = Self::new(ErrorKind::Http, message);
         e.inner.status = Some(status);
         e
     }
 
-    pub(crate) fn io(context: impl fmt::Display, e: std::io::Error) -> Self {
+    /// An I/O failure, with what was being done (a timeout is [`ErrorKind::Timeout`]).
+    pub fn io(context: impl fmt::Display, e: std::io::Error) -> Self {
         let kind = if e.kind() == std::io::ErrorKind::TimedOut {
             ErrorKind::Timeout
         } else {
@@ -92,25 +93,29 @@ impl Error {
         Self::new(kind, format!("{context}: {e}")).with_source(e)
     }
 
-    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+    /// The peer broke the protocol.
+    pub fn protocol(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Protocol, message)
     }
 
-    pub(crate) fn closed(message: impl Into<String>) -> Self {
+    /// The connection or exchange ended.
+    pub fn closed(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Closed, message)
     }
 
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+    /// Something given to the API cannot be used.
+    pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidInput, message)
     }
 
-    pub(crate) fn application(message: impl Into<String>) -> Self {
+    /// The command failed (an application `error-response`).
+    pub fn application(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Application, message)
     }
 
     /// The same kind, message and status, without the source (errors are not `Clone`
     /// because sources are not; this is for telling several waiters the same thing).
-    pub(crate) fn duplicate(&self) -> Self {
+    pub fn duplicate(&self) -> Self {
         let mut e = Self::new(self.inner.kind, self.inner.message.clone());
         e.inner.status = self.inner.status;
         e

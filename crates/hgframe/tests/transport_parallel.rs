@@ -30,7 +30,7 @@ fn data_streams(stats: &ExchangeStats) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_cat_is_compressed_on_several_streams_and_arrives_intact() {
     let server = TestServer::start(|c, _| {
-        c.set_parallel_streams(2);
+        c.engine_mut().set_parallel_streams(2);
     })
     .await;
     let text = generated(8 << 20);
@@ -58,7 +58,7 @@ async fn a_large_cat_is_compressed_on_several_streams_and_arrives_intact() {
 #[tokio::test]
 async fn one_parallel_stream_keeps_compression_on_the_exchange() {
     let server = TestServer::start(|c, _| {
-        c.set_parallel_streams(1);
+        c.engine_mut().set_parallel_streams(1);
     })
     .await;
     let text = generated(2 << 20);
@@ -79,7 +79,7 @@ async fn one_parallel_stream_keeps_compression_on_the_exchange() {
 #[tokio::test]
 async fn identity_needs_no_workers() {
     let server = TestServer::start(|c, _| {
-        c.set_parallel_streams(4);
+        c.engine_mut().set_parallel_streams(4);
     })
     .await;
     let text = generated(1 << 20);
@@ -104,7 +104,9 @@ async fn identity_needs_no_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_data_and_text_wait_behind_pieces_compressing() {
     let server = TestServer::start(|c, r| {
-        c.set_parallel_streams(3).set_parallel_piece(64 << 10);
+        c.engine_mut()
+            .set_parallel_streams(3)
+            .set_parallel_piece(64 << 10);
         r.register(
             "mixed",
             Permission::ReadOnly,

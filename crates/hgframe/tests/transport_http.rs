@@ -342,7 +342,7 @@ async fn responses_use_the_best_encoding_the_client_accepts() {
 #[tokio::test]
 async fn the_server_preference_decides_among_what_the_client_accepts() {
     let server = TestServer::start(|c, _| {
-        c.set_encodings(&["identity", "zstd-8mb"]);
+        c.engine_mut().set_encodings(&["identity", "zstd-8mb"]);
     })
     .await;
     let client = Client::new(&server.url()).unwrap();
@@ -405,10 +405,11 @@ async fn full_duplex_over_h2c_answers_before_the_request_ends() {
 #[tokio::test]
 async fn streamed_data_in_both_directions_with_the_smallest_queues() {
     let server = TestServer::start(|c, r| {
-        c.set_report_queue(1)
+        c.engine_mut()
+            .set_report_queue(1)
             .set_data_queue(1)
             .set_body_queue(1)
-            .set_transmit_chunk(1)
+            .set_transmit_chunk(1024)
             .set_response_piece(4096);
         r.register("ping", Permission::ReadOnly, ping).unwrap();
     })
@@ -579,7 +580,8 @@ async fn a_slow_reader_keeps_the_server_memory_bounded() {
 #[tokio::test]
 async fn an_idle_exchange_is_aborted() {
     let server = TestServer::start(|c, _| {
-        c.set_idle_timeout(Some(Duration::from_millis(200)));
+        c.engine_mut()
+            .set_idle_timeout(Some(Duration::from_millis(200)));
     })
     .await;
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -615,7 +617,7 @@ async fn a_client_slow_to_send_headers_is_disconnected() {
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_their_turn() {
     let server = TestServer::start(|c, _| {
-        c.set_max_connections(1);
+        c.engine_mut().set_max_connections(1);
     })
     .await;
     let holder = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -739,12 +741,12 @@ async fn mounted_behind_middleware() {
     use tower::Service as _;
     let root = tempfile::tempdir().unwrap();
     let mut registry = hgframe_http::Registry::new();
-    hgframe_http::fileserver::FileCommands::new(root.path())
+    hgframe::commands::FileCommands::new(root.path())
         .unwrap()
         .register(&mut registry)
         .unwrap();
     let config = hgframe_http::ServerConfig::default();
-    let inner = hgframe_http::HgFrameService::new(registry, config.clone());
+    let inner = hgframe_http::HgFrameService::new(registry, config.clone()).unwrap();
     // An authentication layer in front: the hgframe service only sees what it lets by.
     let authed = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let mut inner = inner.clone();
@@ -788,7 +790,8 @@ async fn shutdown_stops_waiting_after_the_grace_period() {
     let started = Arc::new(tokio::sync::Notify::new());
     let s = Arc::clone(&started);
     let mut server = TestServer::start(move |c, r| {
-        c.set_shutdown_grace(Some(Duration::from_millis(100)));
+        c.engine_mut()
+            .set_shutdown_grace(Some(Duration::from_millis(100)));
         r.register(
             "never",
             Permission::ReadOnly,

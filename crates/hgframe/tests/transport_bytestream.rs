@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::within;
+use hgframe::commands::FileCommands;
 use hgframe_http::bytestream::{serve_connection, serve_tcp, Connection};
-use hgframe_http::fileserver::FileCommands;
 use hgframe_http::{
     Call, ClientOptions, CommandError, CommandInput, ExchangeStats, HgFrameService, Outcome,
     Permission, Registry, Responder, ServerConfig, Transport,
@@ -36,8 +36,10 @@ fn service(
     let stats = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&stats);
     let mut config = ServerConfig::default();
-    config.set_observer(move |s| seen.lock().unwrap().push(s.clone()));
-    (HgFrameService::new(registry, config), stats)
+    config
+        .engine_mut()
+        .set_observer(move |s| seen.lock().unwrap().push(s.clone()));
+    (HgFrameService::new(registry, config).unwrap(), stats)
 }
 
 async fn start(extra: impl FnOnce(&mut Registry)) -> Server {
@@ -47,7 +49,7 @@ async fn start(extra: impl FnOnce(&mut Registry)) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        serve_tcp(listener, service, async {
+        serve_tcp(listener, service.server().clone(), async {
             let _ = rx.await;
         })
         .await
@@ -169,7 +171,13 @@ async fn any_reader_and_writer_will_do() {
     let (client_end, server_end) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server_end);
     let serving = tokio::spawn(async move {
-        serve_connection(server_read, server_write, &service, std::future::pending()).await
+        serve_connection(
+            server_read,
+            server_write,
+            service.server(),
+            std::future::pending(),
+        )
+        .await
     });
     let (client_read, client_write) = tokio::io::split(client_end);
     let conn = Connection::new(client_read, client_write, ClientOptions::default())
@@ -273,11 +281,17 @@ async fn an_idle_connection_stays_but_a_stalled_command_times_out() {
         .register(&mut registry)
         .unwrap();
     let mut config = ServerConfig::default();
-    config.set_idle_timeout(Some(std::time::Duration::from_millis(100)));
-    let service = HgFrameService::new(registry, config);
+    config
+        .engine_mut()
+        .set_idle_timeout(Some(std::time::Duration::from_millis(100)));
+    let service = HgFrameService::new(registry, config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_tcp(listener, service, std::future::pending()));
+    tokio::spawn(serve_tcp(
+        listener,
+        service.server().clone(),
+        std::future::pending(),
+    ));
 
     let conn = Connection::connect_tcp(&addr.to_string(), ClientOptions::default())
         .await
@@ -315,9 +329,10 @@ async fn concurrent_large_responses_compress_on_worker_streams() {
     let seen = Arc::clone(&stats);
     let mut config = ServerConfig::default();
     config
+        .engine_mut()
         .set_parallel_streams(2)
         .set_observer(move |s| seen.lock().unwrap().push(s.clone()));
-    let service = HgFrameService::new(registry, config);
+    let service = HgFrameService::new(registry, config).unwrap();
     let files: Vec<Vec<u8>> = (0..3usize)
         .map(|f| {
             let len = (1 << 20) + 4321 * f;
@@ -333,7 +348,13 @@ async fn concurrent_large_responses_compress_on_worker_streams() {
     let (client_end, server_end) = tokio::io::duplex(64 << 10);
     let (server_read, server_write) = tokio::io::split(server_end);
     let serving = tokio::spawn(async move {
-        serve_connection(server_read, server_write, &service, std::future::pending()).await
+        serve_connection(
+            server_read,
+            server_write,
+            service.server(),
+            std::future::pending(),
+        )
+        .await
     });
     let (client_read, client_write) = tokio::io::split(client_end);
     let conn = Connection::new(client_read, client_write, ClientOptions::default())

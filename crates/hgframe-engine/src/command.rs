@@ -6,7 +6,7 @@
 //! the end either success or a [`CommandError`] (an application `error-response`).
 //!
 //! ```
-//! use hgframe_http::{CommandError, CommandInput, Permission, Registry, Responder};
+//! use hgframe_engine::{CommandError, CommandInput, Permission, Registry, Responder};
 //!
 //! let mut registry = Registry::new();
 //! registry.register("greet", Permission::ReadOnly, |input: CommandInput, mut out: Responder| async move {
@@ -14,7 +14,7 @@
 //!     out.write(format!("hello, {name}\n")).await?;
 //!     Ok::<(), CommandError>(())
 //! })?;
-//! # Ok::<(), hgframe_http::Error>(())
+//! # Ok::<(), hgframe_engine::Error>(())
 //! ```
 //!
 //! Back-pressure: every [`Responder`] call waits for room in a bounded queue that the
@@ -31,6 +31,7 @@ use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::RequestId;
 use tokio::sync::mpsc;
 
+use crate::admission::BlockingPool;
 use crate::error::Error;
 
 /// Names the transports use themselves, which applications cannot register.
@@ -221,6 +222,7 @@ pub struct CommandInput {
     name: String,
     args: BTreeMap<Bytes, Bytes>,
     data: Option<DataReader>,
+    pool: BlockingPool,
 }
 
 impl CommandInput {
@@ -228,8 +230,21 @@ impl CommandInput {
         name: String,
         args: BTreeMap<Bytes, Bytes>,
         data: Option<DataReader>,
+        pool: BlockingPool,
     ) -> Self {
-        Self { name, args, data }
+        Self {
+            name,
+            args,
+            data,
+            pool,
+        }
+    }
+
+    /// The server's pool for blocking work (file I/O, heavy computation): bounded by
+    /// [`crate::EngineConfig::blocking_threads`], so many commands at once cannot take
+    /// a thread each. Use it rather than `spawn_blocking`.
+    pub fn blocking(&self) -> &BlockingPool {
+        &self.pool
     }
 
     /// The command's name.
@@ -369,6 +384,26 @@ pub(crate) enum Report {
         request: RequestId,
         result: Result<(), CommandError>,
     },
+}
+
+impl Report {
+    /// The request it is about.
+    pub(crate) fn request(&self) -> RequestId {
+        match self {
+            Self::Data { request, .. }
+            | Self::Text { request, .. }
+            | Self::Finished { request, .. } => *request,
+        }
+    }
+
+    /// Whether it ends its request's response.
+    pub(crate) fn ends_response(&self) -> bool {
+        match self {
+            Self::Data { eos, .. } => *eos,
+            Self::Text { .. } => false,
+            Self::Finished { .. } => true,
+        }
+    }
 }
 
 /// Where a handler writes its answer.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hgframe_http::fileserver::FileCommands;
+use hgframe::commands::FileCommands;
 use hgframe_http::{serve, ExchangeStats, HgFrameService, Registry, ServerConfig, MEDIA_TYPE};
 use hgframe_wire::build::{command_frames, FrameTarget};
 use hgframe_wire::{Frame, Frames, RequestId, StreamFlags, StreamId};
@@ -43,12 +43,14 @@ impl TestServer {
         let stats = Arc::new(Mutex::new(Vec::new()));
         let mut config = ServerConfig::default();
         let seen = Arc::clone(&stats);
-        config.set_observer(move |s| seen.lock().unwrap().push(s.clone()));
+        config
+            .engine_mut()
+            .set_observer(move |s| seen.lock().unwrap().push(s.clone()));
         configure(&mut config, &mut registry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let service = HgFrameService::new(registry, config);
+        let service = HgFrameService::new(registry, config).unwrap();
         let task = tokio::spawn(async move {
             serve(listener, service, async {
                 let _ = rx.await;

@@ -1,0 +1,292 @@
+//! The handlers of one exchange: which commands run, which wait their turn, and the
+//! command data each is still receiving.
+//!
+//! Invariants this part owns:
+//! - at most `max_handlers` handlers of the exchange run at once, each holding one of
+//!   the server's handler slots for as long as it runs;
+//! - a command admitted but not running costs only its bookkeeping (name, arguments),
+//!   counted in `waiting_bytes`;
+//! - command data goes to its handler through a bounded queue; when the queue is full,
+//!   the piece waits in `forward` and the exchange stops reading (push back).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use hgframe_wire::RequestId;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::admission::BlockingPool;
+use crate::command::{
+    CommandError, CommandInput, DataPiece, DataReader, Handler, Report, Responder,
+};
+
+use super::pacing::REQUEST_BOOKKEEPING;
+
+/// A command admitted, waiting for a handler slot.
+struct Waiting {
+    run: BoxFuture<'static, ()>,
+    cost: usize,
+}
+
+/// A piece of command data that waits for room in its handler's queue.
+struct Forward {
+    request: RequestId,
+    tx: mpsc::Sender<DataPiece>,
+    piece: DataPiece,
+}
+
+pub(crate) struct Handlers {
+    running: FuturesUnordered<BoxFuture<'static, ()>>,
+    waiting: VecDeque<Waiting>,
+    waiting_bytes: usize,
+    max_running: usize,
+    max_waiting_bytes: usize,
+    /// The server's handler slots.
+    slots: Arc<Semaphore>,
+    /// Data queues of commands whose data is still arriving, running or waiting.
+    data: HashMap<RequestId, mpsc::Sender<DataPiece>>,
+    data_queue: usize,
+    forward: Option<Forward>,
+    /// The pool handlers do blocking work on.
+    pool: BlockingPool,
+    /// No new handler starts (the exchange holds all it may).
+    paused: bool,
+}
+
+/// A command that cannot be admitted: the exchange holds as much waiting work as it may.
+#[derive(Debug)]
+pub(crate) struct Full {
+    pub(crate) waiting_bytes: usize,
+}
+
+impl Handlers {
+    pub(crate) fn new(
+        max_running: usize,
+        max_waiting_bytes: usize,
+        slots: Arc<Semaphore>,
+        data_queue: usize,
+        pool: BlockingPool,
+    ) -> Self {
+        Self {
+            running: FuturesUnordered::new(),
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            max_running,
+            max_waiting_bytes,
+            slots,
+            data: HashMap::new(),
+            data_queue,
+            forward: None,
+            pool,
+            paused: false,
+        }
+    }
+
+    /// What a command costs while it waits: its bookkeeping and arguments.
+    pub(crate) fn cost(name: &[u8], args: &BTreeMap<Bytes, Bytes>) -> usize {
+        REQUEST_BOOKKEEPING
+            + name.len()
+            + args.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+
+    /// Whether a command of `cost` may be admitted now.
+    pub(crate) fn can_admit(&self, cost: usize) -> Result<(), Full> {
+        if self.waiting.is_empty()
+            || self.waiting_bytes.saturating_add(cost) <= self.max_waiting_bytes
+        {
+            Ok(())
+        } else {
+            Err(Full {
+                waiting_bytes: self.waiting_bytes,
+            })
+        }
+    }
+
+    /// Whether the exchange holds all the waiting work it may (a full-duplex exchange
+    /// then stops reading).
+    pub(crate) fn is_full(&self) -> bool {
+        self.waiting_bytes >= self.max_waiting_bytes
+    }
+
+    /// Admits a command: its handler will run with `input` and `out` when a slot is
+    /// free; its end (or panic) is reported through `reports`. `data_follows`: its data
+    /// is still to come, through a queue made here.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn admit(
+        &mut self,
+        request: RequestId,
+        handler: Arc<dyn Handler>,
+        name: String,
+        args: BTreeMap<Bytes, Bytes>,
+        whole_data: Option<Bytes>,
+        data_follows: bool,
+        out: Responder,
+        reports: mpsc::Sender<Report>,
+        cost: usize,
+    ) {
+        let data = match (whole_data, data_follows) {
+            (Some(data), _) => Some(DataReader::whole(data)),
+            (None, true) => {
+                let (tx, rx) = mpsc::channel(self.data_queue);
+                self.data.insert(request, tx);
+                Some(DataReader::pieces(rx))
+            }
+            (None, false) => None,
+        };
+        let input = CommandInput::new(name, args, data, self.pool.clone());
+        let run = async move {
+            // A panic in a handler fails its command, not the exchange.
+            let result = std::panic::AssertUnwindSafe(handler.call(input, out))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
+            // Through the same queue as its data, so the end comes after it.
+            let _ = reports.send(Report::Finished { request, result }).await;
+        };
+        self.waiting.push_back(Waiting {
+            run: Box::pin(run),
+            cost,
+        });
+        self.waiting_bytes += cost;
+        self.start_ready();
+    }
+
+    /// Whether a waiting command could start but for a server slot.
+    pub(crate) fn wants_slot(&self) -> bool {
+        !self.paused && !self.waiting.is_empty() && self.running.len() < self.max_running
+    }
+
+    /// Pauses (or resumes) the start of new handlers.
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        let resumed = self.paused && !paused;
+        self.paused = paused;
+        if resumed {
+            self.start_ready();
+        }
+    }
+
+    /// Starts waiting commands while slots are free at once.
+    pub(crate) fn start_ready(&mut self) {
+        while self.wants_slot() {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => self.start(permit),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A server slot, when one frees (for [`Self::start`]).
+    pub(crate) fn slot(&self) -> impl std::future::Future<Output = Option<OwnedSemaphorePermit>> {
+        let slots = Arc::clone(&self.slots);
+        async move { slots.acquire_owned().await.ok() }
+    }
+
+    /// Starts the first waiting command with `permit`.
+    pub(crate) fn start(&mut self, permit: OwnedSemaphorePermit) {
+        let Some(next) = self.waiting.pop_front() else {
+            return;
+        };
+        self.waiting_bytes -= next.cost;
+        let run = next.run;
+        self.running.push(Box::pin(async move {
+            run.await;
+            drop(permit);
+        }));
+    }
+
+    /// Whether handlers are running.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.running.is_empty()
+    }
+
+    /// Bytes of commands waiting to run.
+    pub(crate) fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes
+    }
+
+    /// Polls the running handlers; completes when one ends.
+    pub(crate) async fn next_done(&mut self) {
+        if self.running.next().await.is_some() {
+            self.start_ready();
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Gives a piece of command data to `request`'s handler. Returns false when it had to
+    /// be held because the handler's queue is full (stop reading until
+    /// [`Self::forward_room`]).
+    pub(crate) fn data(&mut self, request: RequestId, data: Bytes, eos: bool) -> bool {
+        let tx = if eos {
+            self.data.remove(&request)
+        } else {
+            self.data.get(&request).cloned()
+        };
+        // No queue: the command was refused, or its handler dropped its data.
+        let Some(tx) = tx else { return true };
+        match tx.try_send((data, eos)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(piece)) => {
+                self.forward = Some(Forward { request, tx, piece });
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.data.remove(&request);
+                true
+            }
+        }
+    }
+
+    /// Whether a piece of data waits for room.
+    pub(crate) fn is_forwarding(&self) -> bool {
+        self.forward.is_some()
+    }
+
+    /// Whether a command's data is still expected.
+    pub(crate) fn expects_data(&self) -> bool {
+        !self.data.is_empty()
+    }
+
+    /// Room for the held piece, when its handler's queue has some (`None`: the handler
+    /// is gone). Owns what it needs, so it can wait beside the running handlers.
+    pub(crate) fn forward_room(
+        &self,
+    ) -> impl std::future::Future<Output = Option<mpsc::OwnedPermit<DataPiece>>> + 'static {
+        let tx = self.forward.as_ref().map(|f| f.tx.clone());
+        async move {
+            match tx {
+                Some(tx) => tx.reserve_owned().await.ok(),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Sends the held piece with the room found for it.
+    pub(crate) fn forwarded(&mut self, permit: Option<mpsc::OwnedPermit<DataPiece>>) {
+        if let (Some(forward), Some(permit)) = (self.forward.take(), permit) {
+            permit.send(forward.piece);
+        }
+    }
+
+    /// The request's data will not be read (its command ended).
+    pub(crate) fn forget_data(&mut self, request: RequestId) {
+        self.data.remove(&request);
+        if self.forward.as_ref().is_some_and(|f| f.request == request) {
+            self.forward = None;
+        }
+    }
+
+    /// Drops every handler, running or waiting, and every data queue: the exchange is
+    /// over (handlers are cancelled at their next `.await`).
+    pub(crate) fn clear(&mut self) {
+        self.running = FuturesUnordered::new();
+        self.waiting.clear();
+        self.waiting_bytes = 0;
+        self.data.clear();
+        self.forward = None;
+    }
+}

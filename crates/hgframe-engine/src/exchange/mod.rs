@@ -1,0 +1,730 @@
+//! One exchange, on a task of its own that owns its server reactor (no mutex), the way
+//! quinn's `ConnectionDriver` owns a connection.
+//!
+//! An exchange is one HTTP request and its response, or a whole byte-stream connection.
+//! It is made of parts that each own one invariant:
+//!
+//! | part | owns |
+//! |---|---|
+//! | [`handlers`] | which commands run (per-exchange and server-wide slots), which wait (bytes), the data each still receives |
+//! | [`pacing`] | how far output may get ahead of the client, and the exchange's share of the server's memory budget |
+//! | [`crate::offload`] | large pieces compressing on worker streams, fed back in order |
+//! | [`counters`] | the exchange's counters |
+//! | this module | the reactor, the reports of handlers, and the loop below |
+//!
+//! The task loops over whichever of these can make progress, in this order:
+//!
+//! | branch | enabled when | does |
+//! |---|---|---|
+//! | handlers | handlers are running | polls those that were woken; a slot freed starts the next waiting command |
+//! | transmit | the reactor has output ready | waits for room in the bounded output queue, pulls up to one chunk of frames |
+//! | forward | a piece of command data waits for its handler | waits for room in that handler's data queue |
+//! | piece | a piece compressed on a worker is next in its request's order, and there is room | gives its frames to the reactor, then the reports that waited behind it |
+//! | report | there is room (pacing), a worker stream is free, few reports wait behind pieces | feeds one handler report to the reactor, or starts compressing a large piece |
+//! | read | input is open, no data piece waits, and (full duplex) waiting work and memory are under their limits | decodes the next frame, feeds it to the reactor, acts on the action |
+//! | slot | a command waits, the exchange has a free slot, not paused | takes a server-wide handler slot when one frees |
+//! | memory | over the server's memory budget | wakes when memory is released elsewhere |
+//! | closed | always | the peer stopped reading: abort |
+//! | idle | the peer owes input or has output waiting | nothing moved for that long: abort |
+//!
+//! At a limit a legal exchange waits rather than fails. A full-duplex one stops reading
+//! (flow control pushes back on the client). A half-duplex one cannot (its client sends
+//! the whole request before it reads), so it defers *execution*: commands wait for a
+//! slot at the cost of their bookkeeping, handlers whose output does not fit pause, and
+//! no new handler starts. Two things are refused, each for one request only: a command
+//! that arrives when the waiting work is at its limit, and, when a handler's data queue
+//! is full behind a response that cannot be held, that response (the client could never
+//! finish sending otherwise).
+//!
+//! Every command that is dispatched gets exactly one terminal answer: its handler's last
+//! data, or an error frame when it fails, panics, or its output cannot be encoded. When
+//! even the error frame cannot be encoded, the exchange is aborted (the transport then
+//! cuts the connection, which the client reports for every request still open).
+
+mod counters;
+mod handlers;
+mod pacing;
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use hgframe_reactor::{CommandRequest, ReactorError, ServerAction, ServerReactor};
+use hgframe_stream::parse_accept_list;
+use hgframe_wire::codec::CodecError;
+use hgframe_wire::{Frame, RequestId};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+
+use self::counters::Counters;
+use self::handlers::Handlers;
+use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
+use crate::command::{Permission, Registry, Report, Responder};
+use crate::config::EngineConfig;
+use crate::offload::{next_done, Encoded, Lane, Step, Workers};
+use crate::output::OutputChunk;
+use crate::server::Resources;
+use crate::stats::{ExchangeStats, Outcome};
+
+/// Which commands an exchange may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One request of a request/response transport (an HTTP request): what it grants,
+    /// and the one command it names (`None` for `multirequest`, which runs any number).
+    /// The peer owes the rest of its request until its input ends.
+    Request {
+        /// What the request may run.
+        permission: Permission,
+        /// The only command it may run, if it names one.
+        command: Option<Bytes>,
+    },
+    /// A long-lived connection (a byte stream): every command, `hello` as the first.
+    Connection,
+}
+
+/// The state of one exchange. Built by [`crate::Server::start`], consumed by
+/// [`Exchange::run`].
+pub(crate) struct Exchange {
+    reactor: ServerReactor,
+    registry: Arc<Registry>,
+    config: Arc<EngineConfig>,
+    resources: Resources,
+    scope: Scope,
+    full_duplex: bool,
+    input_open: bool,
+    handlers: Handlers,
+    pacing: Pacing,
+    counters: Counters,
+    report_tx: mpsc::Sender<Report>,
+    report_rx: mpsc::Receiver<Report>,
+    /// Requests dispatched whose response has not ended yet.
+    open: HashSet<RequestId>,
+    /// Worker streams compressing large pieces.
+    workers: Workers,
+    /// Per request, its pieces compressing and the reports behind them, in order.
+    lanes: HashMap<RequestId, Lane>,
+    /// Reports waiting in lanes.
+    lane_reports: usize,
+    /// Ended without a clean end (a terminal answer could not be encoded).
+    aborted: bool,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        reactor: ServerReactor,
+        registry: Arc<Registry>,
+        config: Arc<EngineConfig>,
+        resources: Resources,
+        scope: Scope,
+        stats: ExchangeStats,
+    ) -> Self {
+        let (report_tx, report_rx) = mpsc::channel(config.report_queue());
+        let full_duplex = !reactor.config().defer_output();
+        let handlers = Handlers::new(
+            config.max_handlers(),
+            config.max_waiting_bytes(),
+            Arc::clone(&resources.handlers),
+            config.data_queue(),
+            resources.blocking.clone(),
+        );
+        let pacing = Pacing::new(
+            config.transmit_chunk(),
+            config.max_held_output(),
+            4 * config.response_piece(),
+            &resources.memory,
+        );
+        let workers = Workers::new(
+            config.parallel_streams(),
+            config.parallel_piece(),
+            resources.blocking.clone(),
+        );
+        Self {
+            reactor,
+            registry,
+            config,
+            resources,
+            scope,
+            full_duplex,
+            input_open: true,
+            handlers,
+            pacing,
+            counters: Counters::new(stats),
+            report_tx,
+            report_rx,
+            open: HashSet::new(),
+            workers,
+            lanes: HashMap::new(),
+            lane_reports: 0,
+            aborted: false,
+        }
+    }
+
+    /// Runs the exchange to its end: reads frames from `input`, sends encoded frames to
+    /// `output`. Returns its counters. Never fails: how it ended is in
+    /// [`ExchangeStats::outcome`]. Dropping the future ends the exchange as
+    /// [`Outcome::ClientGone`].
+    pub(crate) async fn run<I>(
+        mut self,
+        mut input: I,
+        output: mpsc::Sender<OutputChunk>,
+    ) -> ExchangeStats
+    where
+        I: Stream<Item = Result<Frame, CodecError>> + Unpin,
+    {
+        let timeout = self.config.idle_timeout();
+        let mut idle: Option<Pin<Box<Sleep>>> = timeout.map(|d| Box::pin(tokio::time::sleep(d)));
+        let chunk = self.config.transmit_chunk();
+        let mut buf = BytesMut::new();
+        loop {
+            if self.is_done() {
+                break;
+            }
+            let queued = self.reactor.queued_output_bytes();
+            let holding = self.is_holding();
+            let over_budget = self.pacing.hold(self.held_bytes(queued));
+            if holding
+                && self.handlers.is_forwarding()
+                && self.pacing.is_full(queued)
+                && self.unblock()
+            {
+                continue;
+            }
+            self.handlers
+                .set_paused(over_budget || (holding && self.pacing.is_full(queued)));
+            let can_send = self.reactor.has_pending_output();
+            let room = self.pacing.has_room(queued, holding);
+            let can_report = room
+                && self.workers.has_room(&self.reactor)
+                && self.lane_reports < self.config.report_queue();
+            let can_finish_piece = room && self.workers.is_busy();
+            let can_read = self.input_open
+                && !self.handlers.is_forwarding()
+                && !(self.full_duplex && (self.handlers.is_full() || over_budget));
+            let wants_slot = self.handlers.wants_slot();
+            let waiting_on_peer = can_send || self.input_expected();
+            let forward_room = self.handlers.forward_room();
+            let slot = self.handlers.slot();
+            let memory = self.resources.memory.clone();
+            tokio::select! {
+                biased;
+                () = self.handlers.next_done(), if self.handlers.is_running() => {}
+                permit = output.reserve(), if can_send => {
+                    let Ok(permit) = permit else {
+                        self.counters.stats.outcome = Outcome::ClientGone;
+                        break;
+                    };
+                    self.transmit(&mut buf, chunk);
+                    permit.send(Ok(buf.split().freeze()));
+                }
+                permit = forward_room, if self.handlers.is_forwarding() => {
+                    self.handlers.forwarded(permit);
+                }
+                (request, done) = next_done(&mut self.lanes), if can_finish_piece => {
+                    self.on_piece_done(request, done);
+                }
+                report = self.report_rx.recv(), if can_report => {
+                    // `recv` cannot return None: `self.report_tx` is alive.
+                    if let Some(report) = report {
+                        self.on_report(report);
+                    }
+                }
+                frame = input.next(), if can_read => match frame {
+                    Some(Ok(frame)) => self.on_frame(frame),
+                    Some(Err(e)) => self.on_input_error(&e),
+                    None => self.on_input_end(),
+                },
+                permit = slot, if wants_slot => {
+                    if let Some(permit) = permit {
+                        self.handlers.start(permit);
+                    }
+                }
+                () = memory.released(), if over_budget => {}
+                () = output.closed() => {
+                    self.counters.stats.outcome = Outcome::ClientGone;
+                    break;
+                }
+                () = sleep_or_never(idle.as_mut()), if waiting_on_peer => {
+                    tracing::debug!("exchange idle for too long; aborting it");
+                    self.counters.stats.outcome = Outcome::TimedOut;
+                    break;
+                }
+            }
+            if let (Some(sleep), Some(d)) = (idle.as_mut(), timeout) {
+                sleep.as_mut().reset(tokio::time::Instant::now() + d);
+            }
+        }
+        self.handlers.clear();
+        self.report();
+        self.counters.stats.clone()
+    }
+
+    /// Whether output is held until the input ends (half duplex, request arriving).
+    fn is_holding(&self) -> bool {
+        !self.full_duplex && self.input_open
+    }
+
+    /// Everything the exchange holds, in bytes, for the server's memory budget.
+    fn held_bytes(&self, queued: usize) -> usize {
+        queued
+            + self.handlers.waiting_bytes()
+            + self.reactor.buffered_bytes()
+            + self.open.len() * REQUEST_BOOKKEEPING
+    }
+
+    /// A half-duplex exchange can hold no more output, and a piece of command data waits
+    /// for a handler that cannot drain its queue: the client, still sending, would wait
+    /// forever. The response whose report is next fails (it cannot fit in a half-duplex
+    /// exchange), which lets its handler go on. Returns whether anything changed.
+    fn unblock(&mut self) -> bool {
+        if let Ok(report) = self.report_rx.try_recv() {
+            let request = report.request();
+            if !self.open.contains(&request) {
+                // A failed response's leftovers: dropped, which frees its handler too.
+                return true;
+            }
+            let message = format!(
+                "the response does not fit in a half-duplex exchange: more than {} bytes \
+                 would be held before the request ends; send this command over HTTP/2 or \
+                 a byte stream, or in an exchange of its own",
+                self.config.max_held_output()
+            );
+            self.fail(request, &message);
+            return true;
+        }
+        false
+    }
+
+    /// Gives the counters to the observer and the log, once.
+    fn report(&mut self) {
+        let workers = &self.workers;
+        if let Some(stats) = self.counters.finish(|id| workers.owns(id)) {
+            if let Some(observer) = self.config.observer() {
+                observer(stats);
+            }
+            tracing::debug!(?stats, "exchange ended");
+        }
+    }
+
+    /// Whether the peer owes us input: the rest of an HTTP request, or, on a byte
+    /// stream, the rest of a command it started. A byte stream with nothing under way is
+    /// merely idle, and may stay so.
+    fn input_expected(&self) -> bool {
+        self.input_open
+            && match self.scope {
+                Scope::Request { .. } => true,
+                Scope::Connection => {
+                    self.handlers.expects_data() || self.reactor.receiving_commands() > 0
+                }
+            }
+    }
+
+    /// Input ended and nothing is left to send (or the reactor failed and its error was
+    /// sent).
+    fn is_done(&self) -> bool {
+        self.aborted
+            || !self.input_open
+                && (self.reactor.is_finished()
+                    || (self.reactor.is_errored() && !self.reactor.has_pending_output()))
+    }
+
+    /// Pulls up to `chunk` bytes of frames into `buf`, counting them per stream.
+    fn transmit(&mut self, buf: &mut BytesMut, chunk: usize) {
+        while buf.len() < chunk {
+            let Some(frame) = self.reactor.poll_frame() else {
+                break;
+            };
+            let id = frame.stream_id().0;
+            let own = !self.workers.owns(id);
+            self.counters
+                .frame_out(id, self.reactor.output_encoding(), frame.encoded_len(), own);
+            frame.encode(buf);
+        }
+        self.pacing.took(self.reactor.queued_output_bytes());
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        self.counters.frame_in(frame.encoded_len());
+        let action = self.reactor.on_frame(frame);
+        self.on_action(action);
+    }
+
+    fn on_input_end(&mut self) {
+        self.input_open = false;
+        let action = self.reactor.on_input_eof();
+        self.on_action(action);
+    }
+
+    /// The input could not be read as frames. The reactor cannot be told about a
+    /// malformed frame (it never saw one), so the exchange ends its input there: any
+    /// command cut short is then reported to the client as a protocol error.
+    fn on_input_error(&mut self, e: &CodecError) {
+        tracing::debug!(error = %e, "reading frames failed");
+        self.counters.stats.outcome = Outcome::InputFailed(e.to_string());
+        self.on_input_end();
+    }
+
+    fn on_action(&mut self, action: ServerAction) {
+        match action {
+            ServerAction::RunCommand(cmd) => self.run_command(cmd),
+            ServerAction::CommandData {
+                request_id,
+                data,
+                eos,
+            } => {
+                // A full queue holds the piece; reading stops until it has room.
+                let _ = self.handlers.data(request_id, data, eos);
+            }
+            ServerAction::Error(e) => {
+                tracing::debug!(error = %e, "client broke the protocol");
+                if !matches!(self.counters.stats.outcome, Outcome::InputFailed(_)) {
+                    self.counters.stats.outcome = Outcome::ProtocolError(e.to_string());
+                }
+                // Nothing more will be read; the error-response is queued in the
+                // reactor (and released from deferral by the end of input).
+                if self.input_open {
+                    self.input_open = false;
+                    let _ = self.reactor.on_input_eof();
+                }
+                self.handlers.clear();
+            }
+            ServerAction::SendFrames | ServerAction::WantFrame | ServerAction::Noop => {}
+        }
+    }
+
+    /// Why the command may not run here, if it may not (Mercurial's messages).
+    fn refusal(&self, name: &[u8]) -> Option<String> {
+        let shown = String::from_utf8_lossy(name);
+        if let Scope::Request {
+            command: Some(url_command),
+            ..
+        } = &self.scope
+        {
+            if self.counters.stats.commands > 1 {
+                return Some("multiple commands cannot be issued to this URL".to_owned());
+            }
+            if url_command.as_ref() != name {
+                return Some("command in frame must match command in URL".to_owned());
+            }
+        }
+        let Some(command) = self.registry.get(name) else {
+            return Some(format!("wire protocol command not available: {shown}"));
+        };
+        match &self.scope {
+            Scope::Request { permission, .. } if !permission.allows(command.permission()) => Some(
+                format!("insufficient permissions to execute command: {shown}"),
+            ),
+            _ => None,
+        }
+    }
+
+    fn run_command(&mut self, cmd: CommandRequest) {
+        self.counters.stats.commands += 1;
+        let request = cmd.request_id;
+        self.open.insert(request);
+        if matches!(self.scope, Scope::Connection) && cmd.name.as_ref() == b"hello" {
+            self.hello(cmd);
+            return;
+        }
+        if let Some(message) = self.refusal(&cmd.name) {
+            tracing::debug!(request = request.0, %message, "command refused");
+            self.fail(request, &message);
+            return;
+        }
+        let Some(command) = self.registry.get(&cmd.name) else {
+            return;
+        };
+        let cost = Handlers::cost(&cmd.name, &cmd.args);
+        if let Err(full) = self.handlers.can_admit(cost) {
+            // Only a half-duplex exchange reads on at its limit (a full-duplex one
+            // stopped reading): this command alone is refused.
+            let message = format!(
+                "the server is busy: {} bytes of commands already wait to run in this \
+                 exchange; send fewer commands at once",
+                full.waiting_bytes
+            );
+            self.fail(request, &message);
+            return;
+        }
+        let handler = command.handler();
+        let name = String::from_utf8_lossy(&cmd.name).into_owned();
+        let out = Responder::new(
+            request,
+            self.report_tx.clone(),
+            self.config.response_piece(),
+            self.workers.piece_size(&self.reactor),
+        );
+        self.handlers.admit(
+            request,
+            handler,
+            name,
+            cmd.args,
+            cmd.data,
+            cmd.data_follows,
+            out,
+            self.report_tx.clone(),
+            cost,
+        );
+    }
+
+    /// `hello` on a byte stream: the client lists the encodings it accepts (argument
+    /// `encodings`, as the HTTP header); the answer is `encoding=<profile>\n`, on the
+    /// server's first stream, which already uses that profile. Only as the first command.
+    fn hello(&mut self, cmd: CommandRequest) {
+        let request = cmd.request_id;
+        if self.counters.stats.commands != 1 {
+            self.fail(request, "hello must be the first command of a connection");
+            return;
+        }
+        let accepts = cmd
+            .args
+            .get(b"encodings".as_slice())
+            .map(|v| parse_accept_list(&String::from_utf8_lossy(v)))
+            .unwrap_or_default();
+        let chosen = self.reactor.set_peer_accepts(&accepts).to_owned();
+        tracing::debug!(encoding = %chosen, "byte-stream encoding negotiated");
+        let answer = Bytes::from(format!("encoding={chosen}\n"));
+        self.open.remove(&request);
+        self.feed(request, |r| r.on_response_data(request, answer, true));
+    }
+
+    /// A handler's report: dropped if its response already ended; otherwise a large
+    /// piece starts compressing on a worker, and anything else is fed to the reactor, or
+    /// waits behind the request's pieces still compressing.
+    fn on_report(&mut self, report: Report) {
+        let request = report.request();
+        if let Report::Finished { .. } = report {
+            self.handlers.forget_data(request);
+        }
+        if !self.open.contains(&request) {
+            return;
+        }
+        let report = match report {
+            Report::Data { request, data, eos } => {
+                match self.workers.start(&mut self.reactor, request, data, eos) {
+                    Ok(piece) => {
+                        if eos {
+                            self.open.remove(&request);
+                        }
+                        self.lanes.entry(request).or_default().push_back(piece);
+                        return;
+                    }
+                    Err(data) => Report::Data { request, data, eos },
+                }
+            }
+            other => other,
+        };
+        if report.ends_response() {
+            self.open.remove(&request);
+        }
+        match self.lanes.get_mut(&request) {
+            Some(lane) => {
+                lane.push_back(Step::Report(report));
+                self.lane_reports += 1;
+            }
+            None => self.apply(report),
+        }
+    }
+
+    /// Feeds a report to the reactor (its turn has come).
+    fn apply(&mut self, report: Report) {
+        match report {
+            Report::Data { request, data, eos } => {
+                self.pacing.gave(data.len());
+                let raw = data.len() as u64;
+                self.feed_counted(request, raw, |r| r.on_response_data(request, data, eos));
+            }
+            Report::Text { request, atoms } => {
+                let fed = self.try_feed(request, |r| r.on_text_output(request, &atoms));
+                if let Err(ReactorError::Build(e)) = fed {
+                    // Text that cannot be framed fails the command, visibly.
+                    self.fail(request, &format!("text output cannot be sent: {e}"));
+                }
+            }
+            Report::Finished { request, result } => match result {
+                Ok(()) => self.feed(request, |r| r.on_response_data(request, Bytes::new(), true)),
+                Err(e) => self.feed(request, |r| r.on_application_error(request, e.message())),
+            },
+        }
+    }
+
+    /// The piece at the head of `request`'s lane is compressed: its frames go to the
+    /// reactor, then whatever waited behind it, up to the next piece.
+    fn on_piece_done(
+        &mut self,
+        request: RequestId,
+        done: Result<Encoded, crate::admission::JobFailed>,
+    ) {
+        let Some(lane) = self.lanes.get_mut(&request) else {
+            return;
+        };
+        let Some(Step::Piece { eos, .. }) = lane.pop_front() else {
+            return;
+        };
+        let failed = match done {
+            Ok(Encoded {
+                stream,
+                frames,
+                raw,
+                time,
+            }) => {
+                self.counters.worker_piece(
+                    stream.id().0,
+                    self.reactor.output_encoding(),
+                    raw,
+                    time,
+                );
+                match frames {
+                    Ok(frames) => {
+                        match self.try_feed(request, |r| r.on_response_frames(request, frames, eos))
+                        {
+                            Ok(()) => self.workers.give_back(stream),
+                            // Its frames did not go out: the stream is out of step.
+                            Err(_) => self.workers.lose(),
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        self.workers.lose();
+                        Some(format!("compressing the response failed: {e}"))
+                    }
+                }
+            }
+            Err(e) => {
+                self.workers.lose();
+                Some(format!("compressing the response failed: {e}"))
+            }
+        };
+        if let Some(message) = failed {
+            tracing::debug!(request = request.0, %message, "worker failed");
+            self.fail(request, &message);
+        }
+        self.drain_lane(request);
+    }
+
+    /// Feeds the reports at the head of `request`'s lane, up to its next piece; forgets
+    /// the lane once empty.
+    fn drain_lane(&mut self, request: RequestId) {
+        loop {
+            let Some(lane) = self.lanes.get_mut(&request) else {
+                return;
+            };
+            match lane.front() {
+                Some(Step::Piece { .. }) => return,
+                Some(Step::Report(_)) => {
+                    if let Some(Step::Report(report)) = lane.pop_front() {
+                        self.lane_reports = self.lane_reports.saturating_sub(1);
+                        self.apply(report);
+                    }
+                }
+                None => {
+                    self.lanes.remove(&request);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends `request`'s response with an application error, whatever it sent before;
+    /// its later reports are dropped. The terminal answer of a request that cannot be
+    /// answered otherwise.
+    fn fail(&mut self, request: RequestId, message: &str) {
+        self.open.remove(&request);
+        self.handlers.forget_data(request);
+        if let Some(lane) = self.lanes.remove(&request) {
+            let reports = lane.iter().filter(|s| matches!(s, Step::Report(_))).count();
+            self.lane_reports = self.lane_reports.saturating_sub(reports);
+            if lane.iter().any(|s| matches!(s, Step::Piece { .. })) {
+                // Its worker streams will never get their frames out.
+                for _ in lane.iter().filter(|s| matches!(s, Step::Piece { .. })) {
+                    self.workers.lose();
+                }
+            }
+        }
+        self.feed(request, |r| r.on_application_error(request, message));
+    }
+
+    /// Gives the reactor output for `request`. A refusal because the response already
+    /// ended is ignored; any other failure (the output could not be encoded or framed)
+    /// is answered with an error frame, and if even that cannot be encoded the exchange
+    /// is aborted: either way the request gets its one terminal answer.
+    fn feed<F>(&mut self, request: RequestId, f: F)
+    where
+        F: FnOnce(&mut ServerReactor) -> Result<ServerAction, ReactorError>,
+    {
+        self.feed_counted(request, 0, f);
+    }
+
+    fn feed_counted<F>(&mut self, request: RequestId, raw: u64, f: F)
+    where
+        F: FnOnce(&mut ServerReactor) -> Result<ServerAction, ReactorError>,
+    {
+        let started = Instant::now();
+        let result = f(&mut self.reactor);
+        self.counters.encoded(raw, started.elapsed());
+        let e = match result {
+            Ok(action) => return self.on_action(action),
+            Err(e) => e,
+        };
+        tracing::debug!(request = request.0, error = %e, "response not accepted");
+        if matches!(
+            e,
+            ReactorError::ResponseFinished(_) | ReactorError::UnknownRequest(_)
+        ) {
+            return;
+        }
+        self.open.remove(&request);
+        let message = format!("the response could not be sent: {e}");
+        if let Err(e) = self.reactor.on_application_error(request, &message) {
+            tracing::warn!(request = request.0, error = %e, "no terminal answer possible; aborting");
+            self.counters.stats.outcome = Outcome::EncoderFailed(e.to_string());
+            self.abort();
+        }
+    }
+
+    /// Like [`Self::feed`], but a failure is the caller's to handle.
+    fn try_feed<F>(&mut self, request: RequestId, f: F) -> Result<(), ReactorError>
+    where
+        F: FnOnce(&mut ServerReactor) -> Result<ServerAction, ReactorError>,
+    {
+        let started = Instant::now();
+        let result = f(&mut self.reactor);
+        self.counters.encoded(0, started.elapsed());
+        match result {
+            Ok(action) => {
+                self.on_action(action);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(request = request.0, error = %e, "response not accepted");
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the exchange without a clean end: nothing more is read or run.
+    fn abort(&mut self) {
+        self.input_open = false;
+        self.handlers.clear();
+        self.aborted = true;
+    }
+}
+
+impl Drop for Exchange {
+    /// An exchange dropped before its end (its connection went away) still reports.
+    fn drop(&mut self) {
+        if self.counters.stats.outcome == Outcome::Completed {
+            self.counters.stats.outcome = Outcome::ClientGone;
+        }
+        self.report();
+    }
+}
+
+async fn sleep_or_never(sleep: Option<&mut Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
+    }
+}

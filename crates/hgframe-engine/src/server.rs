@@ -1,0 +1,184 @@
+//! A [`Server`]: the commands, the settings, and the resources every exchange of a
+//! server shares (handler slots, the memory budget, the blocking pool). Transports hand
+//! it frames and carry its output away; [`Server::start`] runs each exchange on a task
+//! of its own.
+
+use std::sync::Arc;
+
+use hgframe_reactor::{DataMode, ServerReactor};
+use hgframe_wire::codec::FrameCodec;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
+
+use crate::admission::{BlockingPool, MemoryBudget};
+use crate::command::Registry;
+use crate::config::{ConfigError, EngineConfig};
+use crate::exchange::{Exchange, Scope};
+use crate::output::{FrameInput, OutputChunk};
+use crate::stats::{ExchangeStats, Transport};
+
+/// Whether an exchange may answer before its input has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Duplex {
+    /// Full duplex over HTTP/2 (h2c included), half duplex over HTTP/1.x (HTTP only;
+    /// byte streams are always full duplex).
+    #[default]
+    Auto,
+    /// Hold every response until the input has ended (the seed's deferred output), for
+    /// clients that send their whole request before they read. Commands still run, and
+    /// their data still streams to them, as the request arrives; what cannot be held is
+    /// deferred (see [`EngineConfig::max_held_output`]).
+    Half,
+    /// Answer as soon as there is something to say. Only for clients that read while
+    /// they send.
+    Full,
+}
+
+/// The commands and settings of a server, and what its exchanges share. Cheap to clone.
+///
+/// ```
+/// use hgframe_engine::{EngineConfig, Registry, Server};
+/// let server = Server::new(Registry::new(), EngineConfig::default()).unwrap();
+/// let mut bad = EngineConfig::default();
+/// bad.set_max_handlers(0);
+/// assert_eq!(Server::new(Registry::new(), bad).unwrap_err().setting(), "max_handlers");
+/// # let _ = server;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Arc<EngineConfig>,
+    registry: Arc<Registry>,
+    /// Reactor settings for half-duplex exchanges: deferred output.
+    half: Arc<hgframe_reactor::ServerConfig>,
+    /// Reactor settings for full-duplex exchanges and byte streams.
+    full: Arc<hgframe_reactor::ServerConfig>,
+    resources: Resources,
+}
+
+/// What every exchange of a server draws from.
+#[derive(Debug, Clone)]
+pub(crate) struct Resources {
+    /// Handler slots, server-wide.
+    pub(crate) handlers: Arc<Semaphore>,
+    /// Bytes held for clients and for waiting commands, server-wide.
+    pub(crate) memory: MemoryBudget,
+    /// Threads for blocking work.
+    pub(crate) blocking: BlockingPool,
+}
+
+/// An exchange running on its own task: its output, and its counters when it ends.
+#[derive(Debug)]
+pub struct Running {
+    /// Chunks of encoded frames, in order; an `Err` means the exchange gave up (abort
+    /// the transport rather than end it cleanly). Dropping it ends the exchange.
+    pub output: mpsc::Receiver<OutputChunk>,
+    /// The exchange's counters, once it has ended.
+    pub done: JoinHandle<ExchangeStats>,
+}
+
+impl Server {
+    /// A server of `registry` with `config`, which is checked first
+    /// ([`EngineConfig::validate`]).
+    pub fn new(registry: Registry, config: EngineConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        // Every request id a client can have open at once: admission is by cost
+        // (handlers, bytes), and a request's bookkeeping is small; see `docs/`.
+        let mut half = config.reactor().clone();
+        half.set_defer_output(true)
+            .set_data_mode(DataMode::Streaming)
+            .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
+        let mut full = config.reactor().clone();
+        full.set_defer_output(false)
+            .set_data_mode(DataMode::Streaming)
+            .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
+        let resources = Resources {
+            handlers: Arc::new(Semaphore::new(config.max_server_handlers())),
+            memory: MemoryBudget::new(config.memory_budget()),
+            blocking: BlockingPool::new(config.blocking_threads()),
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                registry: Arc::new(registry),
+                half: Arc::new(half),
+                full: Arc::new(full),
+                resources,
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The commands.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// The server-wide memory budget (what is charged now, and its limit).
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.shared.resources.memory
+    }
+
+    /// The pool for blocking work, which handlers should use rather than
+    /// `spawn_blocking` ([`crate::CommandInput::blocking`] hands it to them).
+    pub fn blocking_pool(&self) -> &BlockingPool {
+        &self.shared.resources.blocking
+    }
+
+    /// A reactor for one exchange; the client accepts `accepts` (identity when empty).
+    pub fn new_reactor(&self, full_duplex: bool, accepts: &[String]) -> ServerReactor {
+        let config = if full_duplex {
+            &self.shared.full
+        } else {
+            &self.shared.half
+        };
+        let mut reactor = ServerReactor::new(Arc::clone(config));
+        if !accepts.is_empty() {
+            reactor.set_peer_accepts(accepts);
+        }
+        reactor
+    }
+
+    /// Frames decoded from `reader` with the configured payload limit.
+    pub fn frames<R>(&self, reader: R) -> FrameInput
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
+        let codec = FrameCodec::with_max_payload_len(self.config().reactor().max_frame_payload());
+        Box::pin(FramedRead::new(reader, codec))
+    }
+
+    /// Starts an exchange on a task of its own: it reads `input` and answers with
+    /// `reactor` (from [`Self::new_reactor`]), running the commands `scope` allows.
+    pub fn start(
+        &self,
+        reactor: ServerReactor,
+        scope: Scope,
+        transport: Transport,
+        input: FrameInput,
+        span: tracing::Span,
+    ) -> Running {
+        let full_duplex = !reactor.config().defer_output();
+        let (tx, rx) = mpsc::channel(self.config().body_queue());
+        let exchange = Exchange::new(
+            reactor,
+            Arc::clone(&self.shared.registry),
+            Arc::clone(&self.shared.config),
+            self.shared.resources.clone(),
+            scope,
+            ExchangeStats::new(transport, full_duplex),
+        );
+        let done = tokio::spawn(exchange.run(input, tx).instrument(span));
+        Running { output: rx, done }
+    }
+}

@@ -1,0 +1,183 @@
+//! The HTTP client: each call, or batch of calls, is one HTTP exchange.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), hgframe_http::Error> {
+//! use hgframe_http::{Call, Client, Permission};
+//! let client = Client::new("http://127.0.0.1:8000")?;
+//! let answer = client.call(Call::new("echo").arg("a", "1")).await?.collect().await?;
+//! assert_eq!(&answer.data[..], b"a=1\n");
+//! let streams = client
+//!     .call_many(Permission::ReadOnly, vec![Call::new("files"), Call::new("cat").arg("path", "README.md")])
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use futures_util::TryStreamExt;
+use hgframe_engine::__private::{queue_calls, Input};
+use hgframe_engine::{
+    Call, ClientOptions, Error, ErrorKind, FrameInput, Permission, ResponseStream,
+};
+use hgframe_wire::codec::FrameCodec;
+use http::{header, Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+use tokio_util::io::StreamReader;
+
+use crate::body::FrameBody;
+use crate::config::ENCODINGS_HEADER;
+
+/// An HTTP client: each [`Client::call`] or [`Client::call_many`] is one HTTP exchange.
+/// Connections are pooled and kept alive. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: hyper_util::client::legacy::Client<HttpConnector, FrameBody>,
+    base: String,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// A client of the server at `url` (its root, e.g. `http://127.0.0.1:8000`; a bare
+    /// `HOST:PORT` means `http://HOST:PORT`).
+    pub fn new(url: &str) -> Result<Self, Error> {
+        Self::with_options(url, ClientOptions::default())
+    }
+
+    /// A client with these settings.
+    pub fn with_options(url: &str, options: ClientOptions) -> Result<Self, Error> {
+        let url = if url.contains("://") {
+            url.to_owned()
+        } else {
+            format!("http://{url}")
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error::invalid(format!("bad URL {url}: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(Error::invalid(format!(
+                "bad URL {url}: only http:// is supported (no TLS in this client)"
+            )));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Error::invalid(format!("bad URL {url}: no host")))?;
+        let root = uri.path().trim_end_matches('/');
+        let base = format!("http://{authority}{root}{}", options.prefix());
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(options.http2_prior_knowledge())
+            .build(connector);
+        Ok(Self {
+            http,
+            base,
+            options,
+        })
+    }
+
+    /// Calls one command (at `<prefix>/<its permission>/<name>`). Returns once the server
+    /// has started answering; an HTTP error status (404, 406, ...) is an error here.
+    pub async fn call(&self, call: Call) -> Result<ResponseStream, Error> {
+        let path = format!("{}/{}", call.required_permission().as_str(), call.name());
+        let mut streams = self.exchange(&path, vec![call]).await?;
+        streams
+            .pop()
+            .ok_or_else(|| Error::closed("no response stream"))
+    }
+
+    /// Calls several commands in one HTTP exchange (`multirequest` with `permission`);
+    /// returns their response streams in the same order.
+    pub async fn call_many(
+        &self,
+        permission: Permission,
+        calls: Vec<Call>,
+    ) -> Result<Vec<ResponseStream>, Error> {
+        let path = format!("{}/multirequest", permission.as_str());
+        self.exchange(&path, calls).await
+    }
+
+    async fn exchange(&self, path: &str, calls: Vec<Call>) -> Result<Vec<ResponseStream>, Error> {
+        let options = &self.options;
+        let (calls_rx, streams) = queue_calls(calls, options.response_queue());
+        let (driver, accepts) = options.new_driver(calls_rx, options.http2_prior_knowledge());
+        let (body_tx, body_rx) = mpsc::channel(4);
+        let request = Request::post(format!("{}/{path}", self.base))
+            .header(header::ACCEPT, options.media_type())
+            .header(header::CONTENT_TYPE, options.media_type())
+            .header(ENCODINGS_HEADER, accepts)
+            .body(FrameBody::frames(body_rx))
+            .map_err(|e| Error::invalid(format!("cannot build the request: {e}")))?;
+        let (head_tx, head_rx) = oneshot::channel();
+        let response = self.http.request(request);
+        let media_type = options.media_type().to_owned();
+        let max_payload = options.max_frame_payload();
+        let head = async move {
+            let checked = match response.await {
+                Ok(response) => check_response(response, &media_type).await,
+                Err(e) => {
+                    Err(Error::new(ErrorKind::Http, format!("request failed: {e}")).with_source(e))
+                }
+            };
+            let (to_driver, to_caller) = match checked {
+                Ok(body) => (Ok(body), Ok(())),
+                Err(e) => (Err(e.duplicate()), Err(e)),
+            };
+            let _ = head_tx.send(to_caller);
+            let body = to_driver?;
+            let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+            let frames: FrameInput = Box::pin(FramedRead::new(
+                reader,
+                FrameCodec::with_max_payload_len(max_payload),
+            ));
+            Ok(frames)
+        };
+        tokio::spawn(driver.run(Input::Pending(Box::pin(head)), body_tx));
+        match head_rx.await {
+            Ok(Ok(())) => Ok(streams),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::closed(
+                "the exchange ended before the response started",
+            )),
+        }
+    }
+}
+
+/// Checks the response's status and media type; returns its body.
+async fn check_response(
+    response: http::Response<hyper::body::Incoming>,
+    media_type: &str,
+) -> Result<hyper::body::Incoming, Error> {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if status == StatusCode::OK && content_type.eq_ignore_ascii_case(media_type) {
+        return Ok(response.into_body());
+    }
+    // The server explains in text/plain; read a bounded amount of it.
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while text.len() < 4096 {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    text.extend_from_slice(&data);
+                }
+            }
+            _ => break,
+        }
+    }
+    text.truncate(4096);
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if status == StatusCode::OK {
+        format!("unexpected response media type {content_type:?}: {text}")
+    } else {
+        text
+    };
+    Err(Error::status(status, message))
+}
