@@ -1,4 +1,4 @@
-//! `hgframe serve`, `call` and `demo` end to end, as CLI.md describes them, with the real
+//! `hgframe serve`, `call` and `demo` end to end, as docs/cli.md describes them, with the real
 //! binary on loopback sockets and pipes; and `curl` as a client we did not write.
 
 use std::io::{BufRead, BufReader, Write};
@@ -386,7 +386,7 @@ fn demo_fetches_every_file_intact() {
 #[test]
 fn call_gives_up_on_a_server_that_never_answers() {
     // `sleep` reads nothing and writes nothing: a peer that never answers. Without the
-    // idle timeout `call` would wait forever (CLI.md: no input may make it hang).
+    // idle timeout `call` would wait forever (docs/cli.md: no input may make it hang).
     let out = hgframe(
         &["call", "stdio:sleep 60", "echo", "--idle-timeout", "1"],
         b"",
