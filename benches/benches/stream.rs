@@ -4,7 +4,7 @@
 //! `HGFRAME_CORPUS=/work/corpus cargo bench -p hgframe-benches --bench stream`
 //!
 //! Data: the first `HGFRAME_BENCH_BYTES` (default 32 MiB) of `$HGFRAME_CORPUS/bulk.bin`
-//! (built by `shared/bench/make-corpus.sh`), or generated text when the corpus is absent.
+//! (the corpus of `docs/streams.md`), or generated text when the corpus is absent.
 //! `HGFRAME_BENCH_LEVEL` sets the zstd level (default 3).
 //!
 //! Goals (issue 3): pack within 1.10x the time and 1.02x the size of plain zstd; unpack

@@ -164,7 +164,7 @@ impl ServerConfig {
         self
     }
 
-    /// Largest payload of a received frame, as on the wire, default 65535 (PROTOCOL.md:
+    /// Largest payload of a received frame, as on the wire, default 65535 (docs/protocol.md:
     /// more only if the server allowed it). Clamped to 16777215. The transport's
     /// [`hgframe_wire::FrameDecoder`] should use the same value, so an oversized frame
     /// is refused before its payload is read.

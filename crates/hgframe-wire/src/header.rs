@@ -13,8 +13,8 @@ pub const HEADER_LEN: usize = 8;
 /// The largest payload length the 24-bit length field can express.
 pub const MAX_PAYLOAD_LEN: usize = 0x00FF_FFFF;
 
-/// Payload length a receiver accepts unless the peer negotiated more (PROTOCOL.md:
-/// "lengths above 65535 must not be sent unless the peer allowed it").
+/// Payload length a receiver accepts unless the peer negotiated more (docs/protocol.md:
+/// a payload over 65535 bytes is sent only to a peer that agreed to take it).
 pub const DEFAULT_MAX_PAYLOAD_LEN: usize = 0xFFFF;
 
 /// Payload size at which senders cut data into frames by default (the seed's

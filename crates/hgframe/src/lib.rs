@@ -7,7 +7,7 @@
 //! - [`reactor`]: the sans-IO server and client state machines.
 //! - [`http`] (feature `http`): one HTTP message per exchange, and byte streams.
 //!
-//! The `hgframe` binary (see `CLI.md`) drives them all.
+//! The `hgframe` binary (see `docs/cli.md`) drives them all.
 
 pub use hgframe_reactor as reactor;
 pub use hgframe_stream as stream;

@@ -1,5 +1,5 @@
 //! `hgframe`: the command-line tool of the hgframe protocol. The stable interface is
-//! described in `CLI.md`; the code of each subcommand lives in `cli/`.
+//! described in `docs/cli.md`; the code of each subcommand lives in `cli/`.
 
 use std::process::ExitCode;
 

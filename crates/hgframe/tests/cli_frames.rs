@@ -1,4 +1,4 @@
-//! `hgframe frames encode` / `decode` through the real binary, as CLI.md specifies them.
+//! `hgframe frames encode` / `decode` through the real binary, as docs/cli.md specifies them.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

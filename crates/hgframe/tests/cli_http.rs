@@ -1,4 +1,4 @@
-//! `hgframe serve`, `call` and `demo` end to end, as CLI.md describes them, with the real
+//! `hgframe serve`, `call` and `demo` end to end, as docs/cli.md describes them, with the real
 //! binary on loopback sockets and pipes; and `curl` as a client we did not write.
 
 use std::io::{BufRead, BufReader, Write};
@@ -386,7 +386,7 @@ fn demo_fetches_every_file_intact() {
 #[test]
 fn call_gives_up_on_a_server_that_never_answers() {
     // `sleep` reads nothing and writes nothing: a peer that never answers. Without the
-    // idle timeout `call` would wait forever (CLI.md: no input may make it hang).
+    // idle timeout `call` would wait forever (docs/cli.md: no input may make it hang).
     let out = hgframe(
         &["call", "stdio:sleep 60", "echo", "--idle-timeout", "1"],
         b"",
@@ -405,4 +405,88 @@ fn call_gives_up_on_a_server_that_never_answers() {
     let stderr = failed(&out, 1);
     assert!(stderr.contains("no progress from the server"), "{stderr}");
     silent.join().unwrap();
+}
+
+/// A one-shot HTTP server that records the request line it gets and answers 404.
+fn record_one_request() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let recorder = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        let _ = conn
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let head = String::from_utf8(head).unwrap();
+        head.lines().next().unwrap_or_default().to_owned()
+    });
+    (addr, recorder)
+}
+
+#[test]
+fn call_prefix_replaces_the_default_url_prefix() {
+    // `serve` has no prefix option: it answers under the default one only, so a wrong
+    // prefix is a 404 and the default one, given explicitly, works.
+    let served = Served::start(&[]);
+    let url = format!("http://{}", served.addr);
+    let err = failed(
+        &hgframe(
+            &["call", &url, "echo", "x=1", "--prefix", "/elsewhere"],
+            b"",
+        ),
+        1,
+    );
+    assert!(err.contains("404"), "{err}");
+    assert_eq!(
+        ok(&hgframe(
+            &[
+                "call",
+                &url,
+                "echo",
+                "x=1",
+                "--prefix",
+                "/api/exp-http-v2-0001/"
+            ],
+            b"",
+        )),
+        "x=1\n"
+    );
+    // The exact path sent: URL root, then the prefix (a missing leading `/` added),
+    // then `<permission>/<command>`.
+    let (addr, recorder) = record_one_request();
+    let out = hgframe(
+        &[
+            "call",
+            &format!("http://{addr}/root"),
+            "echo",
+            "--prefix",
+            "hg/v2",
+        ],
+        b"",
+    );
+    failed(&out, 1);
+    assert_eq!(
+        recorder.join().unwrap(),
+        "POST /root/hg/v2/ro/echo HTTP/1.1"
+    );
+    let (addr, recorder) = record_one_request();
+    failed(&hgframe(&["call", &addr, "put", "path=x"], b""), 1);
+    assert_eq!(
+        recorder.join().unwrap(),
+        "POST /api/exp-http-v2-0001/rw/put HTTP/1.1"
+    );
+    // Byte streams have no URL: the option is accepted and changes nothing.
+    let root = served.root.path().to_str().unwrap();
+    let stdio = format!("stdio:{BIN} serve --stdio --root {root}");
+    assert_eq!(
+        ok(&hgframe(
+            &["call", &stdio, "echo", "y=2", "--prefix", "/x"],
+            b""
+        )),
+        "y=2\n"
+    );
 }

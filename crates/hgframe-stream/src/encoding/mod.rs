@@ -1,6 +1,6 @@
 //! Content encodings: how a stream's payloads are transformed on the wire.
 //!
-//! A *profile* ([`Profile`]) is a named encoding (PROTOCOL.md): `identity` (no change,
+//! A *profile* ([`Profile`]) is a named encoding (docs/protocol.md): `identity` (no change,
 //! always supported) and, with the `zstd` feature, `zstd-8mb` (Zstandard with at most an
 //! 8 MiB window). An application can register its own in [`Profiles`].
 //!

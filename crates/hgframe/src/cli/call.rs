@@ -1,6 +1,6 @@
 //! `hgframe call URL COMMAND [NAME=VALUE]... [--data FILE|-] [--encodings LIST]`: one
 //! command, its response bytes to stdout, its text output to stderr; exit 1 with the
-//! error's message on an error response.
+//! error's message on an error response. `--prefix PATH` replaces the HTTP URL prefix.
 //!
 //! URL is the server root: `http://HOST:PORT` (or a bare `HOST:PORT`), `tcp://HOST:PORT`
 //! for the byte-stream transport, or `stdio:PROGRAM ARGS...` (one argument, split at
@@ -44,6 +44,10 @@ pub(crate) struct CallArgs {
     /// connecting, answering, or between two pieces of the answer. 0 waits forever.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     idle_timeout: u64,
+    /// URL prefix of the commands over HTTP, in place of /api/exp-http-v2-0001
+    /// (tcp:// and stdio: have no URL and ignore it).
+    #[arg(long, value_name = "PATH")]
+    prefix: Option<String>,
 }
 
 /// Awaits `fut`, or fails when `idle` passes first (a peer that never answers must not
@@ -97,6 +101,9 @@ pub(crate) fn run(args: CallArgs) -> CliResult {
         options.set_encodings(&hgframe_stream::parse_accept_list(list));
     }
     options.set_http2_prior_knowledge(args.http2);
+    if let Some(prefix) = &args.prefix {
+        options.set_prefix(prefix);
+    }
     let permission = match args.permission.as_deref() {
         Some("rw") => Permission::ReadWrite,
         Some(_) => Permission::ReadOnly,

@@ -74,7 +74,7 @@ pub(crate) fn decode(args: DecodeArgs) -> CliResult {
     Ok(())
 }
 
-/// A frame as the JSON object of CLI.md (also used by `debug reactor --json`).
+/// A frame as the JSON object of docs/cli.md (also used by `debug reactor --json`).
 pub(crate) fn json_value(frame: &Frame) -> serde_json::Value {
     serde_json::json!({
         "request_id": frame.request_id().0,

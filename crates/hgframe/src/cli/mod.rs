@@ -1,6 +1,6 @@
 //! The subcommands, one module each.
 //!
-//! Exit status (CLI.md): 0 on success; 1 when the input or the peer was bad, with a
+//! Exit status (docs/cli.md): 0 on success; 1 when the input or the peer was bad, with a
 //! one-line message on stderr; 2 for bad usage.
 
 use std::io::Write;
@@ -70,7 +70,7 @@ pub(crate) fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, Fail
     }
 }
 
-/// Lowercase hex of some bytes (the JSON outputs of CLI.md).
+/// Lowercase hex of some bytes (the JSON outputs of docs/cli.md).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
