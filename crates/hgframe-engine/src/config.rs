@@ -48,6 +48,10 @@ pub struct EngineConfig {
     parallel_streams: usize,
     parallel_piece: usize,
     idle_timeout: Option<Duration>,
+    connection_idle_timeout: Option<Duration>,
+    first_command_timeout: Option<Duration>,
+    min_input_rate: Option<u64>,
+    rate_window: Duration,
     max_connections: usize,
     shutdown_grace: Option<Duration>,
     max_handlers: usize,
@@ -71,6 +75,10 @@ impl Default for EngineConfig {
             parallel_streams: default_parallel_streams(),
             parallel_piece: 256 << 10,
             idle_timeout: Some(Duration::from_secs(60)),
+            connection_idle_timeout: Some(Duration::from_secs(300)),
+            first_command_timeout: Some(Duration::from_secs(10)),
+            min_input_rate: Some(256),
+            rate_window: Duration::from_secs(20),
             max_connections: 1024,
             shutdown_grace: Some(Duration::from_secs(30)),
             max_handlers: 32,
@@ -217,10 +225,10 @@ impl EngineConfig {
     /// How long an exchange may wait on its peer without progress before it is
     /// aborted, default 60 s; `None` waits forever. The clock runs while the peer owes
     /// input (the rest of an HTTP request, or of a command started on a byte stream) or
-    /// output waits for it to read, and restarts whenever anything moves. This is what
-    /// stops a client that trickles its request or stops reading its response from
-    /// holding a handler and its memory; a byte stream with nothing under way may stay
-    /// idle, and a handler may take its time.
+    /// output waits for it to read (a stalled reader), and restarts only when the peer
+    /// makes progress (a frame arrives, output is taken): handlers at work do not keep a
+    /// stalled exchange alive. The exchange runs on its own task, so the clock runs
+    /// whatever the transport polls.
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
@@ -228,6 +236,58 @@ impl EngineConfig {
     /// Sets [`Self::idle_timeout`].
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a byte-stream connection may stay with nothing under way (no command
+    /// arriving, running or answering) before the server closes it, default 5 minutes;
+    /// `None` keeps it open. It is closed as when the client half-closes.
+    pub fn connection_idle_timeout(&self) -> Option<Duration> {
+        self.connection_idle_timeout
+    }
+
+    /// Sets [`Self::connection_idle_timeout`].
+    pub fn set_connection_idle_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.connection_idle_timeout = timeout;
+        self
+    }
+
+    /// How long a new byte-stream connection may take to send its first command
+    /// (usually `hello`), default 10 s; `None` waits as long as
+    /// [`Self::connection_idle_timeout`]. A connection that sends nothing holds a slot
+    /// of [`Self::max_connections`] only this long.
+    pub fn first_command_timeout(&self) -> Option<Duration> {
+        self.first_command_timeout
+    }
+
+    /// Sets [`Self::first_command_timeout`].
+    pub fn set_first_command_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.first_command_timeout = timeout;
+        self
+    }
+
+    /// The slowest a peer may send what it owes, in bytes per second averaged over
+    /// [`Self::rate_window`], default 256; `None` allows any rate. A client that drips a
+    /// frame now and then never trips [`Self::idle_timeout`], but loses its exchange
+    /// (and its slot) here. Only measured while the peer owes input for a whole window.
+    pub fn min_input_rate(&self) -> Option<u64> {
+        self.min_input_rate
+    }
+
+    /// Sets [`Self::min_input_rate`].
+    pub fn set_min_input_rate(&mut self, bytes_per_second: Option<u64>) -> &mut Self {
+        self.min_input_rate = bytes_per_second;
+        self
+    }
+
+    /// The window over which [`Self::min_input_rate`] is measured, default 20 s.
+    pub fn rate_window(&self) -> Duration {
+        self.rate_window
+    }
+
+    /// Sets [`Self::rate_window`] (more than zero).
+    pub fn set_rate_window(&mut self, window: Duration) -> &mut Self {
+        self.rate_window = window;
         self
     }
 
@@ -386,8 +446,19 @@ impl EngineConfig {
         at_least("max_waiting_bytes", self.max_waiting_bytes, 1)?;
         at_least("memory_budget", self.memory_budget, self.max_held_output)?;
         at_least("blocking_threads", self.blocking_threads, 1)?;
+        if self.rate_window.is_zero() {
+            return Err(ConfigError::new("rate_window", "must be more than zero"));
+        }
+        if self.min_input_rate == Some(0) {
+            return Err(ConfigError::new(
+                "min_input_rate",
+                "must be more than zero (None disables it)",
+            ));
+        }
         for (setting, timeout) in [
             ("idle_timeout", self.idle_timeout),
+            ("connection_idle_timeout", self.connection_idle_timeout),
+            ("first_command_timeout", self.first_command_timeout),
             ("shutdown_grace", self.shutdown_grace),
         ] {
             if timeout == Some(Duration::ZERO) {

@@ -28,9 +28,22 @@ pub enum Outcome {
     ClientGone,
     /// Nothing moved for longer than the idle timeout.
     TimedOut,
+    /// The peer sent what it owed more slowly than the minimum input rate.
+    TooSlow,
     /// A response could not be encoded, nor the error frame that should have replaced
     /// it: the exchange was aborted (the transport cuts the connection).
     EncoderFailed(String),
+}
+
+impl Outcome {
+    /// Whether the exchange was cut short by the server, so its transport must abort
+    /// rather than end cleanly (a response cut short must not look complete).
+    pub fn is_abort(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut | Self::TooSlow | Self::EncoderFailed(_)
+        )
+    }
 }
 
 /// Counters of one stream the server sent on.

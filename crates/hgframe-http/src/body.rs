@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hgframe_engine::{Error, ErrorKind, ExchangeStats, Outcome, OutputChunk, Running};
+use hgframe_engine::{Error, ErrorKind, ExchangeStats, OutputChunk, Running};
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -65,13 +65,11 @@ impl Exchange {
 /// short must not look complete to the client.
 fn abort_for(ended: Result<ExchangeStats, tokio::task::JoinError>) -> Option<Error> {
     match ended {
-        Ok(stats) => match stats.outcome {
-            Outcome::TimedOut => Some(Error::new(
-                ErrorKind::Timeout,
-                "the exchange made no progress within the idle timeout",
-            )),
-            _ => None,
-        },
+        Ok(stats) if stats.outcome.is_abort() => Some(Error::new(
+            ErrorKind::Timeout,
+            format!("the exchange was cut short: {:?}", stats.outcome),
+        )),
+        Ok(_) => None,
         Err(e) => Some(Error::closed(format!("the exchange task failed: {e}"))),
     }
 }

@@ -28,6 +28,7 @@ use super::pacing::REQUEST_BOOKKEEPING;
 
 /// A command admitted, waiting for a handler slot.
 struct Waiting {
+    request: RequestId,
     run: BoxFuture<'static, ()>,
     cost: usize,
 }
@@ -148,6 +149,7 @@ impl Handlers {
             let _ = reports.send(Report::Finished { request, result }).await;
         };
         self.waiting.push_back(Waiting {
+            request,
             run: Box::pin(run),
             cost,
         });
@@ -239,6 +241,14 @@ impl Handlers {
                 true
             }
         }
+    }
+
+    /// Whether the held piece of data is for a command that has not started: reading
+    /// then waits on that command's start, which must not be paused.
+    pub(crate) fn forward_waits_for_start(&self) -> bool {
+        self.forward
+            .as_ref()
+            .is_some_and(|f| self.waiting.iter().any(|w| w.request == f.request))
     }
 
     /// Whether a piece of data waits for room.

@@ -9,6 +9,7 @@
 //! | [`handlers`] | which commands run (per-exchange and server-wide slots), which wait (bytes), the data each still receives |
 //! | [`pacing`] | how far output may get ahead of the client, and the exchange's share of the server's memory budget |
 //! | [`crate::offload`] | large pieces compressing on worker streams, fed back in order |
+//! | [`timers`] | the clocks: a stalled peer, a too slow one, a quiet connection |
 //! | [`counters`] | the exchange's counters |
 //! | this module | the reactor, the reports of handlers, and the loop below |
 //!
@@ -25,7 +26,7 @@
 //! | slot | a command waits, the exchange has a free slot, not paused | takes a server-wide handler slot when one frees |
 //! | memory | over the server's memory budget | wakes when memory is released elsewhere |
 //! | closed | always | the peer stopped reading: abort |
-//! | idle | the peer owes input or has output waiting | nothing moved for that long: abort |
+//! | timers | always ([`timers`] says which clock runs when) | the peer stalled or is too slow: abort; a connection quiet too long: close |
 //!
 //! At a limit a legal exchange waits rather than fails. A full-duplex one stops reading
 //! (flow control pushes back on the client). A half-duplex one cannot (its client sends
@@ -44,9 +45,9 @@
 mod counters;
 mod handlers;
 mod pacing;
+mod timers;
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,11 +58,11 @@ use hgframe_stream::parse_accept_list;
 use hgframe_wire::codec::CodecError;
 use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
-use tokio::time::Sleep;
 
 use self::counters::Counters;
 use self::handlers::Handlers;
 use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
+use self::timers::{Expired, Timers, Wait};
 use crate::command::{Permission, Registry, Report, Responder};
 use crate::config::EngineConfig;
 use crate::offload::{next_done, Encoded, Lane, Step, Workers};
@@ -97,6 +98,7 @@ pub(crate) struct Exchange {
     input_open: bool,
     handlers: Handlers,
     pacing: Pacing,
+    timers: Timers,
     counters: Counters,
     report_tx: mpsc::Sender<Report>,
     report_rx: mpsc::Receiver<Report>,
@@ -122,6 +124,7 @@ impl Exchange {
         stats: ExchangeStats,
     ) -> Self {
         let (report_tx, report_rx) = mpsc::channel(config.report_queue());
+        let timers = Timers::new(&config);
         let full_duplex = !reactor.config().defer_output();
         let handlers = Handlers::new(
             config.max_handlers(),
@@ -151,6 +154,7 @@ impl Exchange {
             input_open: true,
             handlers,
             pacing,
+            timers,
             counters: Counters::new(stats),
             report_tx,
             report_rx,
@@ -174,8 +178,6 @@ impl Exchange {
     where
         I: Stream<Item = Result<Frame, CodecError>> + Unpin,
     {
-        let timeout = self.config.idle_timeout();
-        let mut idle: Option<Pin<Box<Sleep>>> = timeout.map(|d| Box::pin(tokio::time::sleep(d)));
         let chunk = self.config.transmit_chunk();
         let mut buf = BytesMut::new();
         loop {
@@ -185,26 +187,26 @@ impl Exchange {
             let queued = self.reactor.queued_output_bytes();
             let holding = self.is_holding();
             let over_budget = self.pacing.hold(self.held_bytes(queued));
-            if holding
-                && self.handlers.is_forwarding()
-                && self.pacing.is_full(queued)
-                && self.unblock()
-            {
-                continue;
-            }
+            // Paused at the limit, unless reading waits on a command's start.
+            let at_limit = over_budget || (holding && self.pacing.is_full(queued));
             self.handlers
-                .set_paused(over_budget || (holding && self.pacing.is_full(queued)));
+                .set_paused(at_limit && !self.handlers.forward_waits_for_start());
             let can_send = self.reactor.has_pending_output();
             let room = self.pacing.has_room(queued, holding);
             let can_report = room
                 && self.workers.has_room(&self.reactor)
                 && self.lane_reports < self.config.report_queue();
+            // Holding all it may while the client still sends, and reading waits on a
+            // handler: reports are taken to fail responses that cannot fit.
+            let stuck = holding && self.handlers.is_forwarding() && self.pacing.is_full(queued);
             let can_finish_piece = room && self.workers.is_busy();
             let can_read = self.input_open
                 && !self.handlers.is_forwarding()
                 && !(self.full_duplex && (self.handlers.is_full() || over_budget));
             let wants_slot = self.handlers.wants_slot();
-            let waiting_on_peer = can_send || self.input_expected();
+            let owes_input = self.input_expected();
+            self.timers
+                .set_state(self.wait(can_send, owes_input), owes_input);
             let forward_room = self.handlers.forward_room();
             let slot = self.handlers.slot();
             let memory = self.resources.memory.clone();
@@ -218,17 +220,21 @@ impl Exchange {
                     };
                     self.transmit(&mut buf, chunk);
                     permit.send(Ok(buf.split().freeze()));
+                    self.timers.progress(0);
                 }
                 permit = forward_room, if self.handlers.is_forwarding() => {
                     self.handlers.forwarded(permit);
+                    self.timers.progress(0);
                 }
                 (request, done) = next_done(&mut self.lanes), if can_finish_piece => {
                     self.on_piece_done(request, done);
                 }
-                report = self.report_rx.recv(), if can_report => {
+                report = self.report_rx.recv(), if can_report || stuck => {
                     // `recv` cannot return None: `self.report_tx` is alive.
-                    if let Some(report) = report {
-                        self.on_report(report);
+                    match report {
+                        Some(report) if !can_report => self.unblock(report),
+                        Some(report) => self.on_report(report),
+                        None => {}
                     }
                 }
                 frame = input.next(), if can_read => match frame {
@@ -246,19 +252,49 @@ impl Exchange {
                     self.counters.stats.outcome = Outcome::ClientGone;
                     break;
                 }
-                () = sleep_or_never(idle.as_mut()), if waiting_on_peer => {
-                    tracing::debug!("exchange idle for too long; aborting it");
-                    self.counters.stats.outcome = Outcome::TimedOut;
-                    break;
-                }
-            }
-            if let (Some(sleep), Some(d)) = (idle.as_mut(), timeout) {
-                sleep.as_mut().reset(tokio::time::Instant::now() + d);
+                expired = self.timers.expired() => match expired {
+                    Expired::Idle => {
+                        tracing::debug!("no progress from the peer for too long; aborting");
+                        self.counters.stats.outcome = Outcome::TimedOut;
+                        break;
+                    }
+                    Expired::TooSlow => {
+                        tracing::debug!("the peer sends too slowly; aborting");
+                        self.counters.stats.outcome = Outcome::TooSlow;
+                        break;
+                    }
+                    Expired::Quiet => {
+                        tracing::debug!("connection quiet for too long; closing it");
+                        self.on_input_end();
+                    }
+                },
             }
         }
         self.handlers.clear();
         self.report();
         self.counters.stats.clone()
+    }
+
+    /// What the exchange waits for now, which decides the clock that runs.
+    fn wait(&self, can_send: bool, owes_input: bool) -> Wait {
+        if owes_input || can_send {
+            return Wait::Peer;
+        }
+        let under_way = self.handlers.is_running()
+            || self.handlers.wants_slot()
+            || !self.open.is_empty()
+            || !self.lanes.is_empty()
+            || self.reactor.queued_output_bytes() > 0;
+        match self.scope {
+            Scope::Connection if self.input_open && !under_way => {
+                if self.counters.stats.commands == 0 {
+                    Wait::FirstCommand
+                } else {
+                    Wait::Quiet
+                }
+            }
+            _ => Wait::Work,
+        }
     }
 
     /// Whether output is held until the input ends (half duplex, request arriving).
@@ -276,25 +312,24 @@ impl Exchange {
 
     /// A half-duplex exchange can hold no more output, and a piece of command data waits
     /// for a handler that cannot drain its queue: the client, still sending, would wait
-    /// forever. The response whose report is next fails (it cannot fit in a half-duplex
-    /// exchange), which lets its handler go on. Returns whether anything changed.
-    fn unblock(&mut self) -> bool {
-        if let Ok(report) = self.report_rx.try_recv() {
-            let request = report.request();
-            if !self.open.contains(&request) {
-                // A failed response's leftovers: dropped, which frees its handler too.
-                return true;
-            }
-            let message = format!(
-                "the response does not fit in a half-duplex exchange: more than {} bytes \
-                 would be held before the request ends; send this command over HTTP/2 or \
-                 a byte stream, or in an exchange of its own",
-                self.config.max_held_output()
-            );
-            self.fail(request, &message);
-            return true;
+    /// forever. The response of the next report fails (it cannot fit in a half-duplex
+    /// exchange), which lets its handler go on; later reports of a failed response are
+    /// dropped, which frees their handlers too.
+    fn unblock(&mut self, report: Report) {
+        let request = report.request();
+        if let Report::Finished { .. } = report {
+            self.handlers.forget_data(request);
         }
-        false
+        if !self.open.contains(&request) {
+            return;
+        }
+        let message = format!(
+            "the response does not fit in a half-duplex exchange: more than {} bytes \
+             would be held before the request ends; send this command over HTTP/2 or a \
+             byte stream, or in an exchange of its own",
+            self.config.max_held_output()
+        );
+        self.fail(request, &message);
     }
 
     /// Gives the counters to the observer and the log, once.
@@ -347,6 +382,7 @@ impl Exchange {
 
     fn on_frame(&mut self, frame: Frame) {
         self.counters.frame_in(frame.encoded_len());
+        self.timers.progress(frame.encoded_len());
         let action = self.reactor.on_frame(frame);
         self.on_action(action);
     }
@@ -422,6 +458,7 @@ impl Exchange {
 
     fn run_command(&mut self, cmd: CommandRequest) {
         self.counters.stats.commands += 1;
+        self.timers.command();
         let request = cmd.request_id;
         self.open.insert(request);
         if matches!(self.scope, Scope::Connection) && cmd.name.as_ref() == b"hello" {
@@ -719,12 +756,5 @@ impl Drop for Exchange {
             self.counters.stats.outcome = Outcome::ClientGone;
         }
         self.report();
-    }
-}
-
-async fn sleep_or_never(sleep: Option<&mut Pin<Box<Sleep>>>) {
-    match sleep {
-        Some(s) => s.as_mut().await,
-        None => std::future::pending().await,
     }
 }
