@@ -1,0 +1,331 @@
+//! Connection management for [`super::serve_service`]: what happens to one accepted TCP
+//! connection, from its first byte to its close.
+//!
+//! ```text
+//! accept ─> detect: first byte within detect_timeout? ── no ──> close
+//!              │ yes
+//!              v
+//!           hyper (HTTP/1.1 or h2c) ── requests counted in flight by `Tracked`,
+//!              │                        until their response body ends or is dropped
+//!              v
+//!  no request in flight for connection_idle_timeout, evicted at the connection limit,
+//!  or server shutdown ──> graceful close: HTTP/1 closes once idle, h2 sends GOAWAY;
+//!              │          once nothing is in flight, CLOSE_LINGER to flush, then drop
+//!              v
+//!            closed
+//! ```
+//!
+//! Every connection with nothing in flight is listed (oldest idle first) in [`Idle`], so
+//! that the accept loop can close the longest-idle one when the server is full.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::BoxError;
+
+/// How long a connection that is being closed, with nothing left in flight, is still
+/// polled (to flush its last response, or to let an h2 peer answer the GOAWAY's PING)
+/// before it is dropped.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// The timers of one connection (from [`crate::ServerConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timers {
+    pub(crate) detect: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
+}
+
+/// The connections that have nothing in flight, oldest idle first, each with the signal
+/// that closes it.
+#[derive(Debug, Default)]
+pub(crate) struct Idle {
+    list: Mutex<BTreeMap<(Instant, u64), Arc<Notify>>>,
+    /// Signalled whenever a connection joins the list.
+    joined: Notify,
+}
+
+impl Idle {
+    fn list(&self) -> MutexGuard<'_, BTreeMap<(Instant, u64), Arc<Notify>>> {
+        // Nothing panics while holding the lock; a poisoned list is still consistent.
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks the connection idle the longest to close; false if none is idle.
+    pub(crate) fn evict_oldest(&self) -> bool {
+        let oldest = self.list().pop_first();
+        match oldest {
+            Some((_, close)) => {
+                close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Completes when a connection becomes idle.
+    pub(crate) async fn joined(&self) {
+        self.joined.notified().await;
+    }
+}
+
+/// One connection's place in [`Idle`]; leaves it when dropped.
+struct IdleSlot {
+    idle: Arc<Idle>,
+    id: u64,
+    close: Arc<Notify>,
+    key: Option<(Instant, u64)>,
+}
+
+impl IdleSlot {
+    fn new(idle: Arc<Idle>, id: u64) -> Self {
+        Self {
+            idle,
+            id,
+            close: Arc::new(Notify::new()),
+            key: None,
+        }
+    }
+
+    fn set_idle(&mut self) {
+        if self.key.is_none() {
+            let key = (Instant::now(), self.id);
+            self.idle.list().insert(key, Arc::clone(&self.close));
+            self.key = Some(key);
+            self.idle.joined.notify_waiters();
+        }
+    }
+
+    fn set_busy(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.idle.list().remove(&key);
+        }
+    }
+
+    /// Completes when the accept loop asks this connection to close.
+    async fn evicted(&self) {
+        self.close.notified().await;
+    }
+}
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        self.set_busy();
+    }
+}
+
+/// Serves one accepted connection until it closes, is closed by a timer, by eviction or
+/// by shutdown (`shutdown` turning true, or its sender dropped).
+pub(crate) async fn run<S, B>(
+    stream: TcpStream,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    service: S,
+    timers: Timers,
+    idle: Arc<Idle>,
+    id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let accepted = Instant::now();
+    let mut slot = IdleSlot::new(idle, id);
+    slot.set_idle();
+
+    // Protocol detection: hyper waits for the first bytes as long as they take, and its
+    // HTTP/1 header timeout only starts once it knows the version, so a peer that sends
+    // nothing is closed here.
+    if let Some(detect) = timers.detect {
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            peeked = tokio::time::timeout(detect, stream.peek(&mut byte)) => match peeked {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "connection failed before its first byte");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("no first byte within the detection timeout; closed");
+                    return;
+                }
+            },
+            () = slot.evicted() => return,
+            () = until_shutdown(&mut shutdown) => return,
+        }
+    }
+
+    let (counter, mut in_flight) = watch::channel(0usize);
+    let service = Tracked {
+        inner: service,
+        in_flight: Arc::new(counter),
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+
+    let mut idle_deadline = timers.idle.map(|t| accepted + t);
+    let mut busy = false;
+    let mut closing = false;
+    let mut linger: Option<Instant> = None;
+    let mut counting = true;
+    loop {
+        let close_reason = tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = in_flight.changed(), if counting => {
+                if changed.is_err() {
+                    // hyper dropped the service: the connection is ending.
+                    counting = false;
+                    continue;
+                }
+                let n = *in_flight.borrow_and_update();
+                if n == 0 && busy {
+                    busy = false;
+                    idle_deadline = timers.idle.map(|t| Instant::now() + t);
+                    if closing {
+                        linger = Some(Instant::now() + CLOSE_LINGER);
+                    } else {
+                        slot.set_idle();
+                    }
+                } else if n > 0 && !busy {
+                    busy = true;
+                    idle_deadline = None;
+                    linger = None;
+                    slot.set_busy();
+                }
+                continue;
+            }
+            () = sleep_until(linger), if linger.is_some() => {
+                tracing::debug!("closing connection dropped after its linger");
+                return;
+            }
+            () = sleep_until(idle_deadline), if !closing && !busy && idle_deadline.is_some() => {
+                "no request in flight for the connection idle timeout"
+            }
+            () = slot.evicted(), if !closing => "evicted: the server is at its connection limit",
+            () = until_shutdown(&mut shutdown), if !closing => "server shutting down",
+        };
+        tracing::debug!(reason = close_reason, "closing connection");
+        closing = true;
+        slot.set_busy();
+        // HTTP/1: closes now if idle, else after the response in progress. h2: GOAWAY,
+        // then close once the streams in flight end.
+        connection.as_mut().graceful_shutdown();
+        if !busy {
+            linger = Some(Instant::now() + CLOSE_LINGER);
+        }
+    }
+}
+
+/// Completes when the server shuts down (or is gone).
+async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&down| down).await;
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The service of one connection: counts its requests in flight, from the call until
+/// the response body ends (or is dropped, or the service fails).
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+{
+    type Response = Response<GuardBody<B>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let guard = InFlight::new(Arc::clone(&self.in_flight));
+        let service = self.inner.clone();
+        Box::pin(async move {
+            let response = service.oneshot(request).await?;
+            Ok(response.map(|body| GuardBody {
+                inner: Box::pin(body),
+                guard: Some(guard),
+            }))
+        })
+    }
+}
+
+/// One request in flight on its connection's counter.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn new(counter: Arc<watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it ends or is dropped.
+pub(crate) struct GuardBody<B> {
+    inner: Pin<Box<B>>,
+    guard: Option<InFlight>,
+}
+
+impl<B: Body> Body for GuardBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
