@@ -379,6 +379,21 @@ async fn shutdown_closes_an_idle_h2c_connection_at_once() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_an_idle_h2c_peer_that_does_not_answer_pings() {
+    // h2's graceful close sends GOAWAY and waits for the answer to a PING before it
+    // ends the connection; a peer that never answers held the whole grace period.
+    let server = Running::start(quiet()).await;
+    let mut peer = server.connect().await;
+    peer.write_all(H2_PREFACE).await.unwrap();
+    // An empty SETTINGS frame: the h2 handshake is complete.
+    peer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took = server.shut_down().await;
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(closed_within(&mut peer, CLOSED_WITHIN).await);
+}
+
+#[tokio::test]
 async fn shutdown_closes_an_idle_http1_connection_at_once() {
     let server = Running::start(quiet()).await;
     let mut stream = server.connect().await;
