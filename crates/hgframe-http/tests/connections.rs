@@ -340,6 +340,35 @@ async fn without_timers_or_eviction_idle_connections_lock_a_client_out() {
 }
 
 #[tokio::test]
+async fn eviction_closes_the_connection_idle_the_longest() {
+    let mut config = quiet();
+    config.set_evict_idle_at_limit(true);
+    config.engine_mut().set_max_connections(3);
+    let server = Running::start(config).await;
+    let mut oldest = server.connect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Used, then idle: idle for less time than `oldest`, though connected earlier than
+    // `newest`.
+    let mut used = server.connect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newest = server.connect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    one_http1_request(&mut used).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let client = Client::new(&server.url()).unwrap();
+    let answer = tokio::time::timeout(CLOSED_WITHIN, echo_call(&client)).await;
+    assert_eq!(answer.unwrap().unwrap(), b"a=1\n");
+    assert!(closed_within(&mut oldest, Duration::from_secs(1)).await);
+    assert!(!closed_within(&mut newest, Duration::from_millis(500)).await);
+    // The next newcomer evicts `newest` (idle since its accept), not `used`.
+    let second = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_within(&mut newest, CLOSED_WITHIN).await);
+    one_http1_request(&mut used).await;
+    drop(second);
+}
+
+#[tokio::test]
 async fn eviction_spares_a_connection_with_a_request_in_flight() {
     let mut config = quiet();
     config.set_evict_idle_at_limit(true);

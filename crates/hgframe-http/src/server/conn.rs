@@ -30,6 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio::sync::futures::Notified;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -77,9 +78,10 @@ impl Idle {
         }
     }
 
-    /// Completes when a connection becomes idle.
-    pub(crate) async fn joined(&self) {
-        self.joined.notified().await;
+    /// Completes when a connection becomes idle after this call (enable it before
+    /// looking at the list, so that none is missed).
+    pub(crate) fn joined(&self) -> Notified<'_> {
+        self.joined.notified()
     }
 }
 
@@ -146,7 +148,7 @@ pub(crate) async fn run<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let accepted = Instant::now();
+    let mut idle_deadline = timers.idle.map(|t| Instant::now() + t);
     let mut slot = IdleSlot::new(idle, id);
     slot.set_idle();
 
@@ -168,12 +170,13 @@ pub(crate) async fn run<S, B>(
                     return;
                 }
             },
+            () = sleep_until(idle_deadline), if idle_deadline.is_some() => return,
             () = slot.evicted() => return,
             () = until_shutdown(&mut shutdown) => return,
         }
     }
 
-    let (counter, mut in_flight) = watch::channel(0usize);
+    let (counter, mut in_flight) = watch::channel(Counts::default());
     let service = Tracked {
         inner: service,
         in_flight: Arc::new(counter),
@@ -181,8 +184,8 @@ pub(crate) async fn run<S, B>(
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
 
-    let mut idle_deadline = timers.idle.map(|t| accepted + t);
     let mut busy = false;
+    let mut started = 0u64;
     let mut closing = false;
     let mut linger: Option<Instant> = None;
     let mut counting = true;
@@ -200,20 +203,24 @@ pub(crate) async fn run<S, B>(
                     counting = false;
                     continue;
                 }
-                let n = *in_flight.borrow_and_update();
-                if n == 0 && busy {
+                let counts = *in_flight.borrow_and_update();
+                // A request may have started and ended between two looks.
+                let used = std::mem::replace(&mut started, counts.started) != counts.started;
+                if counts.in_flight > 0 {
+                    busy = true;
+                    idle_deadline = None;
+                    linger = None;
+                    slot.set_busy();
+                } else if busy || used {
                     busy = false;
                     idle_deadline = timers.idle.map(|t| Instant::now() + t);
                     if closing {
                         linger = Some(Instant::now() + CLOSE_LINGER);
                     } else {
+                        // Idle from now: the last to be evicted.
+                        slot.set_busy();
                         slot.set_idle();
                     }
-                } else if n > 0 && !busy {
-                    busy = true;
-                    idle_deadline = None;
-                    linger = None;
-                    slot.set_busy();
                 }
                 continue;
             }
@@ -245,7 +252,7 @@ async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Sleeps until `deadline`; forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -257,7 +264,16 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    in_flight: Arc<watch::Sender<usize>>,
+    in_flight: Arc<watch::Sender<Counts>>,
+}
+
+/// The requests of one connection.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    /// Started and not yet ended.
+    in_flight: usize,
+    /// Started since the connection opened.
+    started: u64,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
@@ -285,18 +301,22 @@ where
 }
 
 /// One request in flight on its connection's counter.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<watch::Sender<Counts>>);
 
 impl InFlight {
-    fn new(counter: Arc<watch::Sender<usize>>) -> Self {
-        counter.send_modify(|n| *n += 1);
+    fn new(counter: Arc<watch::Sender<Counts>>) -> Self {
+        counter.send_modify(|c| {
+            c.in_flight += 1;
+            c.started = c.started.wrapping_add(1);
+        });
         Self(counter)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0
+            .send_modify(|c| c.in_flight = c.in_flight.saturating_sub(1));
     }
 }
 

@@ -24,6 +24,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::io::StreamReader;
 use tracing::Instrument;
 
@@ -278,7 +279,8 @@ where
 
 /// [`serve`] for any tower service: [`HgFrameService`] behind middleware (auth,
 /// timeouts, tracing), or a router that mounts it beside other routes. The connection
-/// settings (limit, timers, grace period) come from `config`, as [`serve`] describes.
+/// settings (limit, timers, grace period) come from `config`, as [`serve`] describes;
+/// it fails at once if they do not pass [`ServerConfig::validate`].
 pub async fn serve_service<S, B, F>(
     listener: TcpListener,
     service: S,
@@ -352,25 +354,39 @@ where
         };
         let permit = match permit.take() {
             Some(p) => p,
-            None => loop {
-                // Full: close the connection idle the longest, and wait for its slot
-                // (or for another to become idle, if none is).
-                if let Ok(p) = Arc::clone(&limit).try_acquire_owned() {
-                    break p;
+            None => {
+                // Full: close the connection idle the longest and wait for its slot (or
+                // for another to become idle, if none is; or to evict again, should the
+                // evicted one have become busy meanwhile).
+                let mut evicted: Option<Instant> = None;
+                loop {
+                    if let Ok(p) = Arc::clone(&limit).try_acquire_owned() {
+                        break p;
+                    }
+                    let joined = idle.joined();
+                    tokio::pin!(joined);
+                    joined.as_mut().enable();
+                    let pending = evicted.map(|at| at + 2 * conn::CLOSE_LINGER);
+                    if pending.map_or(true, |until| Instant::now() >= until) {
+                        evicted = None;
+                        if idle.evict_oldest() {
+                            tracing::debug!("at the connection limit: closing the longest idle");
+                            evicted = Some(Instant::now());
+                        }
+                    }
+                    let retry = evicted.map(|at| at + 2 * conn::CLOSE_LINGER);
+                    tokio::select! {
+                        p = Arc::clone(&limit).acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => break 'accept,
+                        },
+                        () = joined => {}
+                        () = conn::sleep_until(retry), if retry.is_some() => {}
+                        () = &mut shutdown => break 'accept,
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    }
                 }
-                if idle.evict_oldest() {
-                    tracing::debug!("at the connection limit: closing the longest idle");
-                }
-                tokio::select! {
-                    p = Arc::clone(&limit).acquire_owned() => match p {
-                        Ok(p) => break p,
-                        Err(_) => break 'accept,
-                    },
-                    () = idle.joined() => {}
-                    () = &mut shutdown => break 'accept,
-                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                }
-            },
+            }
         };
         let _ = stream.set_nodelay(true);
         next_id = next_id.wrapping_add(1);
