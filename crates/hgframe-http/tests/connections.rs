@@ -340,6 +340,33 @@ async fn without_timers_or_eviction_idle_connections_lock_a_client_out() {
 }
 
 #[tokio::test]
+async fn an_evicted_peer_that_never_answers_gives_its_slot_back_at_once() {
+    // An h2 peer's graceful close waits for the answer to a PING, at most a second
+    // (the linger): the newcomer must not wait for it. Six newcomers each evict one
+    // such peer; waiting out each linger would take at least 6 s.
+    let mut config = quiet();
+    config.set_evict_idle_at_limit(true);
+    config.engine_mut().set_max_connections(8);
+    let server = Running::start(config).await;
+    let mut peers = Vec::new();
+    for _ in 0..8 {
+        let mut peer = server.connect().await;
+        peer.write_all(H2_PREFACE).await.unwrap();
+        peer.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        peers.push(peer);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    for _ in 0..6 {
+        let client = Client::new(&server.url()).unwrap();
+        let answer = tokio::time::timeout(CLOSED_WITHIN, echo_call(&client)).await;
+        assert_eq!(answer.unwrap().unwrap(), b"a=1\n");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "six newcomers took {took:?}");
+}
+
+#[tokio::test]
 async fn eviction_closes_the_connection_idle_the_longest() {
     let mut config = quiet();
     config.set_evict_idle_at_limit(true);

@@ -9,8 +9,11 @@
 //!              │                        until their response body ends or is dropped
 //!              v
 //!  no request in flight for connection_idle_timeout, evicted at the connection limit,
-//!  or server shutdown ──> graceful close: HTTP/1 closes once idle, h2 sends GOAWAY;
-//!              │          once nothing is in flight, CLOSE_LINGER to flush, then drop
+//!  or server shutdown ──> graceful close: HTTP/1 closes once idle, h2 sends GOAWAY
+//!              │
+//!              v          once nothing is in flight: drain. The slot is given back, new
+//!           draining      requests (h2 streams that crossed the GOAWAY) get 503 unrun,
+//!              │          and CLOSE_LINGER later at most the connection is dropped
 //!              v
 //!            closed
 //! ```
@@ -21,17 +24,18 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -131,9 +135,12 @@ impl Drop for IdleSlot {
 }
 
 /// Serves one accepted connection until it closes, is closed by a timer, by eviction or
-/// by shutdown (`shutdown` turning true, or its sender dropped).
+/// by shutdown (`shutdown` turning true, or its sender dropped). `permit` is its slot
+/// among the server's connections.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<S, B>(
     stream: TcpStream,
+    permit: OwnedSemaphorePermit,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     service: S,
     timers: Timers,
@@ -148,6 +155,7 @@ pub(crate) async fn run<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let mut permit = Some(permit);
     let mut idle_deadline = timers.idle.map(|t| Instant::now() + t);
     let mut slot = IdleSlot::new(idle, id);
     slot.set_idle();
@@ -177,9 +185,11 @@ pub(crate) async fn run<S, B>(
     }
 
     let (counter, mut in_flight) = watch::channel(Counts::default());
+    let draining = Arc::new(AtomicBool::new(false));
     let service = Tracked {
         inner: service,
         in_flight: Arc::new(counter),
+        draining: Arc::clone(&draining),
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
@@ -187,7 +197,9 @@ pub(crate) async fn run<S, B>(
     let mut busy = false;
     let mut started = 0u64;
     let mut closing = false;
-    let mut linger: Option<Instant> = None;
+    // Set once the connection is closing with nothing in flight: then it no longer holds
+    // its slot, refuses new requests, and is dropped at this instant at the latest.
+    let mut drained_by: Option<Instant> = None;
     let mut counting = true;
     loop {
         let close_reason = tokio::select! {
@@ -209,13 +221,12 @@ pub(crate) async fn run<S, B>(
                 if counts.in_flight > 0 {
                     busy = true;
                     idle_deadline = None;
-                    linger = None;
                     slot.set_busy();
                 } else if busy || used {
                     busy = false;
                     idle_deadline = timers.idle.map(|t| Instant::now() + t);
                     if closing {
-                        linger = Some(Instant::now() + CLOSE_LINGER);
+                        drain(&mut drained_by, &mut permit, &draining);
                     } else {
                         // Idle from now: the last to be evicted.
                         slot.set_busy();
@@ -224,7 +235,7 @@ pub(crate) async fn run<S, B>(
                 }
                 continue;
             }
-            () = sleep_until(linger), if linger.is_some() => {
+            () = sleep_until(drained_by), if drained_by.is_some() && !busy => {
                 tracing::debug!("closing connection dropped after its linger");
                 return;
             }
@@ -238,11 +249,27 @@ pub(crate) async fn run<S, B>(
         closing = true;
         slot.set_busy();
         // HTTP/1: closes now if idle, else after the response in progress. h2: GOAWAY,
-        // then close once the streams in flight end.
+        // then close once the streams in flight end (and the peer answered a PING).
         connection.as_mut().graceful_shutdown();
         if !busy {
-            linger = Some(Instant::now() + CLOSE_LINGER);
+            drain(&mut drained_by, &mut permit, &draining);
         }
+    }
+}
+
+/// A closing connection has nothing left in flight: it gives back its slot at once (the
+/// server may accept a connection in its place), refuses the requests that still come
+/// (those that crossed an h2 GOAWAY), and has [`CLOSE_LINGER`] left to flush and to see
+/// its peer answer.
+fn drain(
+    drained_by: &mut Option<Instant>,
+    permit: &mut Option<OwnedSemaphorePermit>,
+    draining: &AtomicBool,
+) {
+    if drained_by.is_none() {
+        *drained_by = Some(Instant::now() + CLOSE_LINGER);
+        draining.store(true, Ordering::Release);
+        drop(permit.take());
     }
 }
 
@@ -265,6 +292,8 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
 struct Tracked<S> {
     inner: S,
     in_flight: Arc<watch::Sender<Counts>>,
+    /// Set when the connection drains: new requests are refused.
+    draining: Arc<AtomicBool>,
 }
 
 /// The requests of one connection.
@@ -288,12 +317,25 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if self.draining.load(Ordering::Acquire) {
+            // The request crossed the close (an h2 stream opened before the peer saw
+            // the GOAWAY): refused unrun, so the client may safely retry it elsewhere.
+            let mut refused = Response::new(GuardBody {
+                inner: None,
+                guard: None,
+            });
+            *refused.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            refused
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Box::pin(async move { Ok(refused) });
+        }
         let guard = InFlight::new(Arc::clone(&self.in_flight));
         let service = self.inner.clone();
         Box::pin(async move {
             let response = service.oneshot(request).await?;
             Ok(response.map(|body| GuardBody {
-                inner: Box::pin(body),
+                inner: Some(Box::pin(body)),
                 guard: Some(guard),
             }))
         })
@@ -320,9 +362,10 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that holds its request's [`InFlight`] until it ends or is dropped.
+/// A response body that holds its request's [`InFlight`] until it ends or is dropped
+/// (without a body: the empty body of a refusal).
 pub(crate) struct GuardBody<B> {
-    inner: Pin<Box<B>>,
+    inner: Option<Pin<Box<B>>>,
     guard: Option<InFlight>,
 }
 
@@ -334,7 +377,10 @@ impl<B: Body> Body for GuardBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = self.inner.as_mut().poll_frame(cx);
+        let polled = match self.inner.as_mut() {
+            Some(inner) => inner.as_mut().poll_frame(cx),
+            None => Poll::Ready(None),
+        };
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             self.guard = None;
         }
@@ -342,10 +388,12 @@ impl<B: Body> Body for GuardBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().map_or(true, |b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }

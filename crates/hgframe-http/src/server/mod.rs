@@ -252,10 +252,14 @@ where
 ///   body ends) for [`ServerConfig::connection_idle_timeout`] is closed, HTTP/1
 ///   keep-alive and h2 alike.
 ///
-/// On shutdown it stops accepting, closes idle connections at once, asks busy ones to
-/// finish (HTTP/1: no keep-alive; h2: GOAWAY) and closes each when its last response
-/// ends; connections still busy after [`hgframe_engine::EngineConfig::shutdown_grace`]
-/// are dropped.
+/// A connection is closed gracefully (HTTP/1: no more keep-alive; h2: GOAWAY). Once it
+/// has nothing in flight it gives its slot back, answers 503 to any request that still
+/// arrives (an h2 stream that crossed the GOAWAY; it did not run, so it may be retried)
+/// and is dropped within a second.
+///
+/// On shutdown it stops accepting, closes idle connections at once (within that
+/// second), closes busy ones when their last response ends, and drops the connections
+/// still busy after [`hgframe_engine::EngineConfig::shutdown_grace`].
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), hgframe_http::Error> {
@@ -392,19 +396,16 @@ where
         next_id = next_id.wrapping_add(1);
         connections.spawn(
             {
-                let run = conn::run(
+                conn::run(
                     stream,
+                    permit,
                     Arc::clone(&builder),
                     service.clone(),
                     timers,
                     Arc::clone(&idle),
                     next_id,
                     down_rx.clone(),
-                );
-                async move {
-                    run.await;
-                    drop(permit);
-                }
+                )
             }
             .instrument(tracing::debug_span!("hgframe.connection", %peer)),
         );
