@@ -514,3 +514,57 @@ async fn shutdown_drops_what_is_still_busy_after_the_grace_period() {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert!(stuck.await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_slow_reader_receive_the_tail_of_its_response() {
+    // The response body ends at once (hyper holds all of it), so the request is no
+    // longer in flight while hyper still writes it for seconds: the closing connection
+    // must wait while it writes, not drop the tail after its one-second linger.
+    const SIZE: usize = 8 << 20;
+    let service = tower::service_fn(|_: http::Request<hyper::body::Incoming>| async {
+        let body = http_body_util::Full::new(bytes::Bytes::from(vec![7u8; SIZE]));
+        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = quiet();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        hgframe_http::serve_service(listener, service, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8192).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = stream.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..got]).into_owned();
+    let head_len = head.find("\r\n\r\n").expect("the head in the first read") + 4;
+    got -= head_len;
+    let _ = stop.send(());
+    // About 2.5 s of reading.
+    let started = Instant::now();
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+        if got % (256 << 10) < n {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+    }
+    assert_eq!(got, SIZE, "after {:?}", started.elapsed());
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("serve returns once the response is out")
+        .unwrap()
+        .unwrap();
+}

@@ -11,10 +11,11 @@
 //!  no request in flight for connection_idle_timeout, evicted at the connection limit,
 //!  or server shutdown ──> graceful close: HTTP/1 closes once idle, h2 sends GOAWAY
 //!              │
-//!              v          once nothing is in flight: drain. The slot is given back, new
-//!           draining      requests (h2 streams that crossed the GOAWAY) get 503 unrun,
-//!              │          and CLOSE_LINGER later at most the connection is dropped
-//!              v
+//!              v          once nothing is in flight: new requests (h2 streams that crossed
+//!           linger        the GOAWAY) get 503 unrun; dropped CLOSE_LINGER later, or, on
+//!              │          shutdown or after a response in flight, once it has written
+//!              │          nothing for CLOSE_LINGER. Closed idle by a timer or eviction,
+//!              v          it gives its slot back at once and is dropped at CLOSE_LINGER
 //!            closed
 //! ```
 //!
@@ -24,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,6 +34,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
@@ -43,7 +45,8 @@ use super::BoxError;
 
 /// How long a connection that is being closed, with nothing left in flight, is still
 /// polled (to flush its last response, or to let an h2 peer answer the GOAWAY's PING)
-/// before it is dropped.
+/// before it is dropped; on shutdown, or after a response in flight at its close, this
+/// restarts while it still writes.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// The timers of one connection (from [`crate::ServerConfig`]).
@@ -186,6 +189,11 @@ pub(crate) async fn run<S, B>(
 
     let (counter, mut in_flight) = watch::channel(Counts::default());
     let draining = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let stream = CountingIo {
+        inner: stream,
+        written: Arc::clone(&written),
+    };
     let service = Tracked {
         inner: service,
         in_flight: Arc::new(counter),
@@ -197,12 +205,12 @@ pub(crate) async fn run<S, B>(
     let mut busy = false;
     let mut started = 0u64;
     let mut closing = false;
-    // Set once the connection is closing with nothing in flight: then it no longer holds
-    // its slot, refuses new requests, and is dropped at this instant at the latest.
-    let mut drained_by: Option<Instant> = None;
+    // When a closing connection with nothing in flight is dropped (if it has not ended
+    // by itself by then).
+    let mut linger = Linger::default();
     let mut counting = true;
     loop {
-        let close_reason = tokio::select! {
+        let (close_reason, by_shutdown) = tokio::select! {
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -221,12 +229,14 @@ pub(crate) async fn run<S, B>(
                 if counts.in_flight > 0 {
                     busy = true;
                     idle_deadline = None;
+                    linger.until = None;
                     slot.set_busy();
                 } else if busy || used {
                     busy = false;
                     idle_deadline = timers.idle.map(|t| Instant::now() + t);
                     if closing {
-                        drain(&mut drained_by, &mut permit, &draining);
+                        // Its last response may still be flushing: it keeps its slot.
+                        linger.start(false, &written, &draining);
                     } else {
                         // Idle from now: the last to be evicted.
                         slot.set_busy();
@@ -235,15 +245,24 @@ pub(crate) async fn run<S, B>(
                 }
                 continue;
             }
-            () = sleep_until(drained_by), if drained_by.is_some() && !busy => {
+            () = sleep_until(linger.until), if linger.until.is_some() && !busy => {
+                let now_written = written.load(Ordering::Relaxed);
+                if !linger.hard && now_written != linger.written {
+                    // Still writing its last response: wait on.
+                    linger.written = now_written;
+                    linger.until = Some(Instant::now() + CLOSE_LINGER);
+                    continue;
+                }
                 tracing::debug!("closing connection dropped after its linger");
                 return;
             }
             () = sleep_until(idle_deadline), if !closing && !busy && idle_deadline.is_some() => {
-                "no request in flight for the connection idle timeout"
+                ("no request in flight for the connection idle timeout", false)
             }
-            () = slot.evicted(), if !closing => "evicted: the server is at its connection limit",
-            () = until_shutdown(&mut shutdown), if !closing => "server shutting down",
+            () = slot.evicted(), if !closing => {
+                ("evicted: the server is at its connection limit", false)
+            }
+            () = until_shutdown(&mut shutdown), if !closing => ("server shutting down", true),
         };
         tracing::debug!(reason = close_reason, "closing connection");
         closing = true;
@@ -252,24 +271,89 @@ pub(crate) async fn run<S, B>(
         // then close once the streams in flight end (and the peer answered a PING).
         connection.as_mut().graceful_shutdown();
         if !busy {
-            drain(&mut drained_by, &mut permit, &draining);
+            // Closed idle by a timer or eviction: its last response ended long ago (or
+            // it is the longest idle of all), so it gives its slot back now and has
+            // CLOSE_LINGER, not more. On shutdown it may still flush what it wrote.
+            let hard = !by_shutdown;
+            linger.start(hard, &written, &draining);
+            if hard {
+                drop(permit.take());
+            }
         }
     }
 }
 
-/// A closing connection has nothing left in flight: it gives back its slot at once (the
-/// server may accept a connection in its place), refuses the requests that still come
-/// (those that crossed an h2 GOAWAY), and has [`CLOSE_LINGER`] left to flush and to see
-/// its peer answer.
-fn drain(
-    drained_by: &mut Option<Instant>,
-    permit: &mut Option<OwnedSemaphorePermit>,
-    draining: &AtomicBool,
-) {
-    if drained_by.is_none() {
-        *drained_by = Some(Instant::now() + CLOSE_LINGER);
+/// The end of a closing connection that has nothing in flight: it refuses new requests
+/// (h2 streams that crossed the GOAWAY get 503, unrun, so that they may be retried) and
+/// is dropped at `until`, or later while it still writes (unless `hard`).
+#[derive(Debug, Default)]
+struct Linger {
+    until: Option<Instant>,
+    /// Bytes written when `until` was set.
+    written: u64,
+    hard: bool,
+}
+
+impl Linger {
+    fn start(&mut self, hard: bool, written: &AtomicU64, draining: &AtomicBool) {
+        self.until = Some(Instant::now() + CLOSE_LINGER);
+        self.written = written.load(Ordering::Relaxed);
+        self.hard = hard;
         draining.store(true, Ordering::Release);
-        drop(permit.take());
+    }
+}
+
+/// The TCP stream, counting the bytes written (to see a closing connection flush).
+struct CountingIo {
+    inner: TcpStream,
+    written: Arc<AtomicU64>,
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
