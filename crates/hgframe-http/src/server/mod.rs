@@ -253,12 +253,14 @@ where
 ///   keep-alive and h2 alike.
 ///
 /// A connection is closed gracefully (HTTP/1: no more keep-alive; h2: GOAWAY). Once it
-/// has nothing in flight it gives its slot back, answers 503 to any request that still
-/// arrives (an h2 stream that crossed the GOAWAY; it did not run, so it may be retried)
-/// and is dropped within a second.
+/// has nothing in flight, it answers 503 to any request that still arrives (an h2
+/// stream that crossed the GOAWAY; it did not run, so it may be retried) and is dropped
+/// after a one-second linger, which restarts while it still writes the tail of a
+/// response (on shutdown, or after a response in flight at the close). Closed idle by a
+/// timer or by eviction, it gives its slot back at once.
 ///
 /// On shutdown it stops accepting, closes idle connections at once (within that
-/// second), closes busy ones when their last response ends, and drops the connections
+/// second), closes busy ones once their last response is out, and drops the connections
 /// still busy after [`hgframe_engine::EngineConfig::shutdown_grace`].
 ///
 /// ```no_run
