@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// A timer set "low" in these tests.
-const LOW: Duration = Duration::from_millis(300);
+const LOW: Duration = Duration::from_millis(500);
 /// Within this, a connection closed by a LOW timer must be closed (the timer, the
 /// server's one-second linger for a closing h2 connection, and a generous margin).
 const CLOSED_WITHIN: Duration = Duration::from_secs(4);
@@ -273,12 +273,13 @@ async fn without_connection_idle_timeout_an_http1_keep_alive_connection_stays_op
 #[tokio::test]
 async fn connection_idle_timeout_never_cuts_a_request_in_flight() {
     let mut config = quiet();
-    config.set_connection_idle_timeout(Some(LOW));
+    // Long enough for the client to start its request on a loaded machine.
+    config.set_connection_idle_timeout(Some(Duration::from_secs(1)));
     let server = Running::start(config).await;
     for options in [ClientOptions::default(), h2c()] {
         let client = Client::with_options(&server.url(), options).unwrap();
         let answer = client
-            .call(Call::new("sleep").arg("ms", "1500"))
+            .call(Call::new("sleep").arg("ms", "2500"))
             .await
             .unwrap()
             .collect()
@@ -318,9 +319,12 @@ async fn served_despite_idle_connections(
 #[tokio::test]
 async fn idle_connections_at_the_limit_are_reaped_by_the_timers() {
     let mut config = quiet();
+    // The client's own connection is under the same timers: long enough for it to
+    // send its request on a loaded machine.
+    let timer = Duration::from_secs(1);
     config
-        .set_detect_timeout(Some(LOW))
-        .set_connection_idle_timeout(Some(LOW));
+        .set_detect_timeout(Some(timer))
+        .set_connection_idle_timeout(Some(timer));
     let (served, _idle) = served_despite_idle_connections(config, CLOSED_WITHIN * 2).await;
     assert!(served);
 }
@@ -373,15 +377,15 @@ async fn eviction_closes_the_connection_idle_the_longest() {
     config.engine_mut().set_max_connections(3);
     let server = Running::start(config).await;
     let mut oldest = server.connect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // Used, then idle: idle for less time than `oldest`, though connected earlier than
     // `newest`.
     let mut used = server.connect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut newest = server.connect().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     one_http1_request(&mut used).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let client = Client::new(&server.url()).unwrap();
     let answer = tokio::time::timeout(CLOSED_WITHIN, echo_call(&client)).await;
