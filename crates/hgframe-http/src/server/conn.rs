@@ -49,6 +49,10 @@ use super::BoxError;
 /// restarts while it still writes.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Bytes a lingering connection must have written in its last [`CLOSE_LINGER`] to
+/// linger on: more than the frames of its own close (an h2 GOAWAY and PING, 34 bytes).
+const STILL_WRITING: u64 = 512;
+
 /// The timers of one connection (from [`crate::ServerConfig`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timers {
@@ -247,7 +251,7 @@ pub(crate) async fn run<S, B>(
             }
             () = sleep_until(linger.until), if linger.until.is_some() && !busy => {
                 let now_written = written.load(Ordering::Relaxed);
-                if !linger.hard && now_written != linger.written {
+                if !linger.hard && now_written.wrapping_sub(linger.written) > STILL_WRITING {
                     // Still writing its last response: wait on.
                     linger.written = now_written;
                     linger.until = Some(Instant::now() + CLOSE_LINGER);

@@ -396,21 +396,17 @@ where
         };
         let _ = stream.set_nodelay(true);
         next_id = next_id.wrapping_add(1);
-        connections.spawn(
-            {
-                conn::run(
-                    stream,
-                    permit,
-                    Arc::clone(&builder),
-                    service.clone(),
-                    timers,
-                    Arc::clone(&idle),
-                    next_id,
-                    down_rx.clone(),
-                )
-            }
-            .instrument(tracing::debug_span!("hgframe.connection", %peer)),
+        let run = conn::run(
+            stream,
+            permit,
+            Arc::clone(&builder),
+            service.clone(),
+            timers,
+            Arc::clone(&idle),
+            next_id,
+            down_rx.clone(),
         );
+        connections.spawn(run.instrument(tracing::debug_span!("hgframe.connection", %peer)));
     }
     drop(listener);
     tracing::debug!("shutting down: closing idle connections, waiting for responses in flight");
