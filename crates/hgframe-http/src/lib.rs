@@ -13,7 +13,13 @@
 //! ```
 //!
 //! - Serving: mount [`HgFrameService`] (a [`tower::Service`]) in any HTTP stack, or run
-//!   it with [`serve`] ([`serve_service`] when it sits behind middleware).
+//!   it with [`serve`] ([`serve_service`] when it sits behind middleware). `serve` also
+//!   manages the connections: a limit ([`EngineConfig::max_connections`], where a new
+//!   connection closes the one idle the longest), timers that close connections which
+//!   hold a slot without using it ([`ServerConfig::detect_timeout`],
+//!   [`ServerConfig::header_read_timeout`], [`ServerConfig::connection_idle_timeout`], h2
+//!   keep-alive pings), and a graceful shutdown that closes idle connections at once and
+//!   busy ones as their last response ends, within [`EngineConfig::shutdown_grace`].
 //! - Calling: [`Client`], one HTTP exchange per call or per batch.
 //!
 //! Over HTTP/1.x exchanges are half duplex by default, as the seed's deferred output:

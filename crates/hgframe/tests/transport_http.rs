@@ -620,7 +620,21 @@ async fn connections_beyond_the_limit_wait_their_turn() {
         c.engine_mut().set_max_connections(1);
     })
     .await;
-    let holder = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The slot is held by a request in flight (headers sent, body owed): an idle
+    // connection would be closed to make room (`evict_idle_at_limit`).
+    let mut holder = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    holder
+        .write_all(
+            format!(
+                "POST /api/exp-http-v2-0001/ro/echo HTTP/1.1\r\nhost: t\r\n\
+                 accept: {MEDIA_TYPE}\r\ncontent-type: {MEDIA_TYPE}\r\n\
+                 content-length: 100000\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let client = Client::new(&server.url()).unwrap();
     let waiting = tokio::spawn(async move {
         client

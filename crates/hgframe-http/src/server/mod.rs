@@ -1,7 +1,9 @@
 //! The HTTP server: a [`tower::Service`] ([`HgFrameService`]) that can be mounted behind
 //! any middleware, and [`serve`], which runs it on a TCP listener with the production
-//! basics (HTTP/1.1 and h2c, connection limit, header timeout, graceful shutdown).
+//! basics (HTTP/1.1 and h2c, connection limit and timers, graceful shutdown; see
+//! `conn.rs` for the life of one connection).
 
+mod conn;
 mod reflect;
 pub(crate) mod route;
 
@@ -10,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -18,11 +21,10 @@ use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_stream::parse_accept_list;
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::io::StreamReader;
 use tracing::Instrument;
 
@@ -232,12 +234,34 @@ where
     }
 }
 
-/// Serves `service` over HTTP/1.1 and h2c on `listener` until `shutdown` completes; then
-/// stops accepting, lets the responses in flight finish (up to
-/// [`hgframe_engine::EngineConfig::shutdown_grace`]) and returns.
+/// Serves `service` over HTTP/1.1 and h2c on `listener` until `shutdown` completes, then
+/// shuts down gracefully and returns.
 ///
-/// At most [`hgframe_engine::EngineConfig::max_connections`] connections are served at once; HTTP/1
-/// clients get [`ServerConfig::header_read_timeout`] to send each request's headers.
+/// Connections are managed so that peers that hold a connection without using it cannot
+/// lock clients out (every timer is a [`ServerConfig`] setting; `None` disables it):
+///
+/// - at most [`hgframe_engine::EngineConfig::max_connections`] connections are served at
+///   once; when the server is full, a new connection closes the one idle the longest
+///   ([`ServerConfig::evict_idle_at_limit`]);
+/// - a connection that sends no byte within [`ServerConfig::detect_timeout`] is closed
+///   (hyper itself would wait forever to learn the HTTP version);
+/// - HTTP/1 clients get [`ServerConfig::header_read_timeout`] to send each request's
+///   headers; h2 peers are pinged every [`ServerConfig::http2_keep_alive_interval`] and
+///   closed if they do not answer within [`ServerConfig::http2_keep_alive_timeout`];
+/// - a connection with no request in flight (from the request's start until its response
+///   body ends) for [`ServerConfig::connection_idle_timeout`] is closed, HTTP/1
+///   keep-alive and h2 alike.
+///
+/// A connection is closed gracefully (HTTP/1: no more keep-alive; h2: GOAWAY). Once it
+/// has nothing in flight, it answers 503 to any request that still arrives (an h2
+/// stream that crossed the GOAWAY; it did not run, so it may be retried) and is dropped
+/// after a one-second linger, which restarts while it still writes the tail of a
+/// response (on shutdown, or after a response in flight at the close). Closed idle by a
+/// timer or by eviction, it gives its slot back at once.
+///
+/// On shutdown it stops accepting, closes idle connections at once (within that
+/// second), closes busy ones once their last response is out, and drops the connections
+/// still busy after [`hgframe_engine::EngineConfig::shutdown_grace`].
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), hgframe_http::Error> {
@@ -261,7 +285,8 @@ where
 
 /// [`serve`] for any tower service: [`HgFrameService`] behind middleware (auth,
 /// timeouts, tracing), or a router that mounts it beside other routes. The connection
-/// settings (limit, timeouts, grace period) come from `config`.
+/// settings (limit, timers, grace period) come from `config`, as [`serve`] describes;
+/// it fails at once if they do not pass [`ServerConfig::validate`].
 pub async fn serve_service<S, B, F>(
     listener: TcpListener,
     service: S,
@@ -280,71 +305,120 @@ where
     B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send,
 {
+    config
+        .validate()
+        .map_err(|e| Error::invalid(e.to_string()))?;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout());
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keep_alive_interval())
+        .keep_alive_timeout(config.http2_keep_alive_timeout());
+    let builder = Arc::new(builder);
+    let timers = conn::Timers {
+        detect: config.detect_timeout(),
+        idle: config.connection_idle_timeout(),
+    };
+    let evict = config.evict_idle_at_limit();
     let limit = Arc::new(Semaphore::new(config.engine().max_connections()));
-    let graceful = GracefulShutdown::new();
-    let hyper_service = TowerToHyperService::new(service);
+    let idle = Arc::new(conn::Idle::default());
+    let (down, down_rx) = watch::channel(false);
     // Owned here, so that connections still busy after the grace period can be dropped.
     let mut connections = tokio::task::JoinSet::new();
+    let mut next_id: u64 = 0;
+    let mut permit: Option<OwnedSemaphorePermit> = None;
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+    'accept: loop {
+        if permit.is_none() && !evict {
+            // Without eviction, the listen backlog holds the connections that wait.
+            permit = tokio::select! {
+                p = Arc::clone(&limit).acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => break 'accept,
+                },
+                () = &mut shutdown => break 'accept,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue 'accept,
+            };
+        }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, a connection reset before accept...: not fatal.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue 'accept;
+                }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown => break 'accept,
+            // Collect connections that ended, so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue 'accept,
         };
-        let accepted = loop {
-            tokio::select! {
-                accepted = listener.accept() => break Some(accepted),
-                () = &mut shutdown => break None,
-                // Collect connections that ended, so the set stays small.
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        };
-        let (stream, peer) = match accepted {
-            None => break,
-            Some(Ok(a)) => a,
-            Some(Err(e)) => {
-                // Out of descriptors, a connection reset before accept...: not fatal.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+        let permit = match permit.take() {
+            Some(p) => p,
+            None => {
+                // Full: close the connection idle the longest and wait for its slot (or
+                // for another to become idle, if none is; or to evict again, should the
+                // evicted one have become busy meanwhile).
+                let mut evicted: Option<Instant> = None;
+                loop {
+                    if let Ok(p) = Arc::clone(&limit).try_acquire_owned() {
+                        break p;
+                    }
+                    let joined = idle.joined();
+                    tokio::pin!(joined);
+                    joined.as_mut().enable();
+                    let pending = evicted.map(|at| at + 2 * conn::CLOSE_LINGER);
+                    if pending.map_or(true, |until| Instant::now() >= until) {
+                        evicted = None;
+                        if idle.evict_oldest() {
+                            tracing::debug!("at the connection limit: closing the longest idle");
+                            evicted = Some(Instant::now());
+                        }
+                    }
+                    let retry = evicted.map(|at| at + 2 * conn::CLOSE_LINGER);
+                    tokio::select! {
+                        p = Arc::clone(&limit).acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => break 'accept,
+                        },
+                        () = joined => {}
+                        () = conn::sleep_until(retry), if retry.is_some() => {}
+                        () = &mut shutdown => break 'accept,
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    }
+                }
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), hyper_service.clone())
-            .into_owned();
-        let connection = graceful.watch(connection);
-        connections.spawn(
-            async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            }
-            .instrument(tracing::debug_span!("hgframe.connection", %peer)),
+        next_id = next_id.wrapping_add(1);
+        let run = conn::run(
+            stream,
+            permit,
+            Arc::clone(&builder),
+            service.clone(),
+            timers,
+            Arc::clone(&idle),
+            next_id,
+            down_rx.clone(),
         );
+        connections.spawn(run.instrument(tracing::debug_span!("hgframe.connection", %peer)));
     }
     drop(listener);
-    tracing::debug!("shutting down: waiting for responses in flight");
+    tracing::debug!("shutting down: closing idle connections, waiting for responses in flight");
+    let _ = down.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
     match config.engine().shutdown_grace() {
         Some(grace) => {
-            if tokio::time::timeout(grace, graceful.shutdown())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, drain).await.is_err() {
                 tracing::warn!("responses still in flight after the grace period; dropped");
             }
         }
-        None => graceful.shutdown().await,
+        None => drain.await,
     }
     connections.shutdown().await;
     Ok(())
