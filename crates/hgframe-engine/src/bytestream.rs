@@ -48,8 +48,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
-use crate::client::driver::{Input, NewCall};
-use crate::client::{queue_calls, Call, ClientOptions, ResponseStream};
+use crate::client::driver::Input;
+use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
 use crate::error::Error;
 use crate::exchange::Scope;
 use crate::output::{write_all_chunks, FrameInput};
@@ -175,10 +175,14 @@ where
 /// conn.close().await;
 /// # Ok(()) }
 /// ```
+///
+/// Calls never wait to be queued: the connection issues them as its window
+/// ([`ClientOptions::set_window`]) allows. Read the responses as
+/// [the crate's rule](crate#reading-responses) says: a [`Batch`] by one consumer, several
+/// [`ResponseStream`]s in any order (concurrently is best).
 #[derive(Debug)]
 pub struct Connection {
-    calls: mpsc::Sender<NewCall>,
-    response_queue: usize,
+    calls: Option<CallQueue>,
     encoding: String,
     driver: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
@@ -193,8 +197,7 @@ impl Connection {
         R: AsyncRead + Send + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (calls_tx, calls_rx) = mpsc::channel(16);
-        let (driver, accepts) = options.new_driver(calls_rx, true);
+        let (driver, calls, accepts) = options.new_driver(true);
         let codec =
             hgframe_wire::codec::FrameCodec::with_max_payload_len(options.max_frame_payload());
         let frames: FrameInput = Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
@@ -202,8 +205,7 @@ impl Connection {
         let writer = tokio::spawn(write_all_chunks(out_rx, writer));
         let driver = tokio::spawn(driver.run(Input::Ready(frames), out_tx));
         let mut conn = Self {
-            calls: calls_tx,
-            response_queue: options.response_queue(),
+            calls: Some(calls),
             encoding: hgframe_reactor::IDENTITY.to_owned(),
             driver,
             writer,
@@ -265,26 +267,28 @@ impl Connection {
     }
 
     /// Calls one command. Calls may be made from many tasks at once (`&self`); at most
-    /// the configured window of them are in flight, the others wait their turn.
+    /// the configured window of them are in flight, the others are queued (this never
+    /// waits for them). Fails only if the connection has ended.
     pub async fn call(&self, call: Call) -> Result<ResponseStream, Error> {
-        let (events, events_rx) = mpsc::channel(self.response_queue);
-        self.calls
-            .send(NewCall { call, events })
-            .await
-            .map_err(|_| Error::closed("the connection has ended"))?;
-        Ok(ResponseStream::new(events_rx))
+        match &self.calls {
+            Some(calls) => calls.call(call),
+            None => Err(Error::closed("the connection has ended")),
+        }
     }
 
-    /// Calls several commands; their response streams in the same order.
-    pub async fn call_many(&self, calls: Vec<Call>) -> Result<Vec<ResponseStream>, Error> {
-        let (mut rx, streams) = queue_calls(calls, self.response_queue);
-        while let Ok(call) = rx.try_recv() {
-            self.calls
-                .send(call)
-                .await
-                .map_err(|_| Error::closed("the connection has ended"))?;
+    /// Calls several commands: all are queued at once (this never waits), issued as the
+    /// window allows, and answered as one [`Batch`], whose single consumer receives the
+    /// events of every call as they arrive; [`Batch::collect`] gathers them in the order
+    /// of `calls`. If the connection has ended, every call fails.
+    pub fn call_many(&self, calls: Vec<Call>) -> Batch {
+        match &self.calls {
+            Some(queue) => queue.call_many(calls),
+            None => {
+                let (_, queue, _) = ClientOptions::default().new_driver(true);
+                // That driver is dropped: every call fails with the early end.
+                queue.call_many(calls)
+            }
         }
-        Ok(streams)
     }
 
     /// Says there will be no more calls, waits for every response to end and the
@@ -296,8 +300,7 @@ impl Connection {
             writer,
             ..
         } = &mut self;
-        let (tx, _) = mpsc::channel(1);
-        drop(std::mem::replace(calls, tx));
+        drop(calls.take());
         let _ = driver.await;
         let _ = writer.await;
         if let Some(child) = self.child.as_mut() {
