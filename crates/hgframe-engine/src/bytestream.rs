@@ -46,6 +46,10 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
+
+/// The longest answer to `hello` a client reads (`encoding=<profile>\n` is far
+/// shorter); a longer one fails the connection.
+pub const MAX_HELLO_ANSWER: usize = 1024;
 use tracing::Instrument;
 
 use crate::client::driver::Input;
@@ -215,14 +219,24 @@ impl Connection {
             .split(',')
             .all(|p| p.trim().is_empty() || p.trim() == hgframe_reactor::IDENTITY);
         if !only_identity {
-            let hello = conn
-                .call(Call::new("hello").arg("encodings", Bytes::from(accepts)))
-                .await?
-                .collect()
-                .await?;
-            let answer = String::from_utf8_lossy(&hello.data);
-            if let Some(profile) = answer.trim_end().strip_prefix("encoding=") {
-                conn.encoding = profile.to_owned();
+            let hello = Call::new("hello").arg("encodings", Bytes::from(accepts));
+            let answer = match conn.call(hello).await {
+                Ok(answer) => read_hello(answer).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(answer) => {
+                    let answer = String::from_utf8_lossy(&answer);
+                    if let Some(profile) = answer.trim_end().strip_prefix("encoding=") {
+                        conn.encoding = profile.to_owned();
+                    }
+                }
+                Err(e) => {
+                    // Stop reading at once: the peer may go on sending.
+                    conn.driver.abort();
+                    conn.writer.abort();
+                    return Err(e);
+                }
             }
         }
         Ok(conn)
@@ -307,4 +321,22 @@ impl Connection {
             let _ = child.wait().await;
         }
     }
+}
+
+/// The answer to `hello`: at most [`MAX_HELLO_ANSWER`] bytes.
+async fn read_hello(mut answer: ResponseStream) -> Result<Vec<u8>, Error> {
+    use crate::client::ResponseEvent;
+    let mut bytes = Vec::new();
+    while let Some(event) = answer.next().await {
+        if let ResponseEvent::Data(data) = event? {
+            if bytes.len() + data.len() > MAX_HELLO_ANSWER {
+                return Err(Error::protocol(format!(
+                    "the server's answer to hello is longer than {MAX_HELLO_ANSWER} bytes \
+                     (it should be `encoding=<profile>`): is it an hgframe byte-stream server?"
+                )));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }

@@ -1,5 +1,5 @@
 //! The client side of the byte stream: many calls with large responses, read in any
-//! order, never hang.
+//! order, never hang; the `hello` answer is bounded.
 //!
 //! Every test runs under [`within`]: a deadlock fails the test instead of hanging it.
 
@@ -7,11 +7,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hgframe_engine::bytestream::{serve_connection, Connection};
+use hgframe_engine::bytestream::{serve_connection, Connection, MAX_HELLO_ANSWER};
 use hgframe_engine::{
     BatchEvent, Call, ClientOptions, CommandError, CommandInput, EngineConfig, Permission,
     Registry, Responder, Server,
 };
+use hgframe_wire::{BytesResponseFlags, Frame, FrameType, RequestId, StreamFlags, StreamId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A deadlock fails the test after this long.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -243,4 +245,62 @@ async fn at_the_response_buffer_an_unread_response_fails_instead_of_hanging() {
     }
     assert!(dropped > 0, "the buffer of 4 MiB held 11 MiB?");
     within(conn.close()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_answer_of_10_mib_fails_the_connection() {
+    // A hostile server: answers `hello` with 10 MiB and counts what it could write.
+    let (client_end, server_end) = tokio::io::duplex(64 << 10);
+    let (mut server_read, mut server_write) = tokio::io::split(server_end);
+    let hostile = tokio::spawn(async move {
+        // Answer once `hello` has been sent; read (and ignore) whatever comes.
+        let mut sink = [0u8; 4096];
+        assert!(server_read.read(&mut sink).await.unwrap() > 0);
+        tokio::spawn(async move {
+            while matches!(server_read.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+        let total = 10 << 20;
+        let piece = Bytes::from(vec![b'x'; 32 << 10]);
+        let mut written = 0usize;
+        let mut flags = StreamFlags::STREAM_BEGIN;
+        while written < total {
+            let last = written + piece.len() >= total;
+            let kind = if last {
+                BytesResponseFlags::EOS
+            } else {
+                BytesResponseFlags::CONTINUATION
+            };
+            let frame = Frame::new(
+                RequestId(1),
+                StreamId(2),
+                flags,
+                FrameType::BytesResponse,
+                kind.bits(),
+                piece.clone(),
+            )
+            .unwrap();
+            flags = StreamFlags::empty();
+            if server_write.write_all(&frame.to_bytes()).await.is_err() {
+                break;
+            }
+            written += piece.len();
+        }
+        written
+    });
+    let (client_read, client_write) = tokio::io::split(client_end);
+    let started = Connection::new(client_read, client_write, ClientOptions::default());
+    let e = within(started).await.unwrap_err();
+    assert!(
+        e.message().contains("answer to hello is longer than")
+            && e.message().contains(&MAX_HELLO_ANSWER.to_string()),
+        "{e}"
+    );
+    // The client stopped reading: the server could write about what the pipe (64 KiB)
+    // and the answer's queue (32 events of one 32 KiB frame, plus the frame being
+    // decoded) hold: a bound that does not grow with the answer, far from 10 MiB.
+    let written = within(hostile).await.unwrap();
+    assert!(
+        written <= 40 * (32 << 10),
+        "the client read {written} bytes of hello"
+    );
 }
