@@ -4,6 +4,10 @@
 //! Every test runs under [`within`]: a deadlock fails the test instead of hanging it.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +17,7 @@ use hgframe_engine::{
     Registry, Responder, Server,
 };
 use hgframe_wire::{BytesResponseFlags, Frame, FrameType, RequestId, StreamFlags, StreamId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A deadlock fails the test after this long.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -83,20 +87,59 @@ async fn big(input: CommandInput, mut out: Responder) -> Result<(), CommandError
     Ok(())
 }
 
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    written: Arc<AtomicUsize>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written.fetch_add(*n, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A server with `big` on one end of an in-memory pipe; a client on the other.
 async fn connect(options: ClientOptions) -> Connection {
+    connect_counting(options).await.0
+}
+
+/// [`connect`], and the bytes the server has written so far.
+async fn connect_counting(options: ClientOptions) -> (Connection, Arc<AtomicUsize>) {
     let mut registry = Registry::new();
     registry.register("big", Permission::ReadOnly, big).unwrap();
     let server = Server::new(registry, EngineConfig::default()).unwrap();
     let (client_end, server_end) = tokio::io::duplex(256 << 10);
     let (server_read, server_write) = tokio::io::split(server_end);
+    let written = Arc::new(AtomicUsize::new(0));
+    let server_write = Counting {
+        inner: server_write,
+        written: Arc::clone(&written),
+    };
     tokio::spawn(async move {
         serve_connection(server_read, server_write, &server, std::future::pending()).await
     });
     let (client_read, client_write) = tokio::io::split(client_end);
-    within(Connection::new(client_read, client_write, options))
+    let conn = within(Connection::new(client_read, client_write, options))
         .await
-        .unwrap()
+        .unwrap();
+    (conn, written)
 }
 
 /// Identity: the tests are about queues, not compression (which a debug build makes
@@ -161,6 +204,40 @@ async fn a_batch_of_200_large_responses_is_read_as_it_arrives() {
     assert!(offsets.iter().all(|&n| n == SIZE), "{offsets:?}");
     // The responses were interleaved (several in flight at once), and still all whole.
     assert!(switches > CALLS, "{switches} switches");
+    within(conn.close()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_not_read_stops_the_client_reading_instead_of_buffering_it_all() {
+    let (conn, written) = connect_counting(identity()).await;
+    let mut batch = conn.call_many(calls());
+    // Nobody reads: the client holds one response queue (32 frames of 32 KiB), the
+    // pipe holds 256 KiB, and then the server can write no more.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stalled = written.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(written.load(Ordering::SeqCst), stalled, "still reading");
+    assert!(stalled < 4 << 20, "{stalled} bytes read for nobody");
+    // And it goes on as soon as the batch is read.
+    let mut ended = 0;
+    let mut scratch = Vec::new();
+    let mut offsets = vec![0usize; CALLS];
+    within(async {
+        while let Some((i, event)) = batch.next().await {
+            match event {
+                BatchEvent::Data(data) => {
+                    check(i, offsets[i], &data, &mut scratch);
+                    offsets[i] += data.len();
+                }
+                BatchEvent::End => ended += 1,
+                BatchEvent::Text(_) => {}
+                BatchEvent::Failed(e) => panic!("response {i} failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, CALLS);
+    assert!(written.load(Ordering::SeqCst) > CALLS * SIZE);
     within(conn.close()).await;
 }
 
