@@ -46,10 +46,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
-
-/// The longest answer to `hello` a client reads (`encoding=<profile>\n` is far
-/// shorter); a longer one fails the connection.
-pub const MAX_HELLO_ANSWER: usize = 1024;
 use tracing::Instrument;
 
 use crate::client::driver::Input;
@@ -59,6 +55,10 @@ use crate::exchange::Scope;
 use crate::output::{write_all_chunks, FrameInput};
 use crate::server::Server;
 use crate::stats::{ExchangeStats, Outcome, Transport};
+
+/// The longest answer to `hello` a client reads (`encoding=<profile>\n` is far
+/// shorter); a longer one fails the connection.
+pub const MAX_HELLO_ANSWER: usize = 1024;
 
 /// Serves one byte-stream connection until the client half-closes it (or `stop`
 /// completes: the server then stops reading and finishes the responses in flight).
@@ -186,7 +186,7 @@ where
 /// [`ResponseStream`]s in any order (concurrently is best).
 #[derive(Debug)]
 pub struct Connection {
-    calls: Option<CallQueue>,
+    calls: CallQueue,
     encoding: String,
     driver: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
@@ -209,7 +209,7 @@ impl Connection {
         let writer = tokio::spawn(write_all_chunks(out_rx, writer));
         let driver = tokio::spawn(driver.run(Input::Ready(frames), out_tx));
         let mut conn = Self {
-            calls: Some(calls),
+            calls,
             encoding: hgframe_reactor::IDENTITY.to_owned(),
             driver,
             writer,
@@ -284,10 +284,7 @@ impl Connection {
     /// the configured window of them are in flight, the others are queued (this never
     /// waits for them). Fails only if the connection has ended.
     pub async fn call(&self, call: Call) -> Result<ResponseStream, Error> {
-        match &self.calls {
-            Some(calls) => calls.call(call),
-            None => Err(Error::closed("the connection has ended")),
-        }
+        self.calls.call(call)
     }
 
     /// Calls several commands: all are queued at once (this never waits), issued as the
@@ -295,29 +292,23 @@ impl Connection {
     /// events of every call as they arrive; [`Batch::collect`] gathers them in the order
     /// of `calls`. If the connection has ended, every call fails.
     pub fn call_many(&self, calls: Vec<Call>) -> Batch {
-        match &self.calls {
-            Some(queue) => queue.call_many(calls),
-            None => {
-                let (_, queue, _) = ClientOptions::default().new_driver(true);
-                // That driver is dropped: every call fails with the early end.
-                queue.call_many(calls)
-            }
-        }
+        self.calls.call_many(calls)
     }
 
     /// Says there will be no more calls, waits for every response to end and the
     /// connection to close (and for the child process, if any, to exit).
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let Self {
             calls,
             driver,
             writer,
+            mut child,
             ..
-        } = &mut self;
-        drop(calls.take());
+        } = self;
+        drop(calls);
         let _ = driver.await;
         let _ = writer.await;
-        if let Some(child) = self.child.as_mut() {
+        if let Some(child) = child.as_mut() {
             let _ = child.wait().await;
         }
     }

@@ -382,7 +382,12 @@ impl Driver {
         };
         for event in events {
             let request = event.request_id();
-            let is_final = event.is_final();
+            // A final event ends the request whatever it says.
+            let ended = if event.is_final() {
+                self.requests.remove(&request)
+            } else {
+                None
+            };
             let item = match event {
                 ClientEvent::ResponseData { data, eos, .. } => Item::Data(data, eos),
                 ClientEvent::TextOutput { atoms, .. } => Item::Text(atoms),
@@ -393,12 +398,13 @@ impl Driver {
                 }),
                 _ => continue,
             };
-            if is_final {
-                if let Some(sink) = self.requests.remove(&request) {
-                    sink.push(item);
+            match ended {
+                Some(sink) => sink.push(item),
+                None => {
+                    if let Some(sink) = self.requests.get(&request) {
+                        sink.push(item);
+                    }
                 }
-            } else if let Some(sink) = self.requests.get(&request) {
-                sink.push(item);
             }
         }
     }

@@ -334,3 +334,97 @@ impl Drop for Receiver {
         budget.notify();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Context;
+
+    use bytes::Bytes;
+    use futures_util::task::noop_waker;
+
+    use super::*;
+
+    fn data(n: usize) -> Item {
+        Item::Data(Bytes::from(vec![0u8; n]), false)
+    }
+
+    #[test]
+    fn the_budget_follows_every_push_pop_eviction_and_drop() {
+        let budget = Budget::new(2, 100);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut a = Queue::open(&budget);
+        let b = Queue::open(&budget);
+        let sink_a = Sink::new(&a, 0);
+        let sink_b = Sink::new(&b, 7);
+        assert!(budget.may_read());
+
+        // Over the soft bound (2 events): reading stops, unless somebody waits.
+        for _ in 0..3 {
+            sink_b.push(data(10));
+        }
+        assert_eq!(budget.held(), 30);
+        assert!(!budget.may_read());
+        assert!(a.poll_pop(&mut cx).is_pending());
+        assert!(budget.may_read(), "a waits: its data may be behind b's");
+        sink_a.push(data(5));
+        assert!(!budget.may_read(), "a has data: it waits no more");
+        assert!(matches!(
+            a.poll_pop(&mut cx),
+            Poll::Ready(Popped::Item(0, _))
+        ));
+        assert!(a.poll_pop(&mut cx).is_pending());
+
+        // At the limit, with a waiting: evict. b's consumer then gets the error once.
+        for _ in 0..7 {
+            sink_b.push(data(10));
+        }
+        assert_eq!(budget.held(), 100);
+        assert!(!budget.may_read());
+        assert!(budget.must_evict());
+        b.queue.evict(Error::closed("evicted"));
+        assert_eq!(budget.held(), 0);
+        assert!(budget.may_read());
+        assert!(!budget.must_evict());
+        sink_b.push(data(10));
+        assert_eq!(budget.held(), 0, "an evicted queue takes nothing more");
+        let mut b = b;
+        assert!(matches!(
+            b.poll_pop(&mut cx),
+            Poll::Ready(Popped::Evicted(_))
+        ));
+        assert!(matches!(b.poll_pop(&mut cx), Poll::Ready(Popped::Closed)));
+
+        // Dropping a consumer releases what it held and its wait.
+        sink_a.push(data(40));
+        sink_a.push(data(40));
+        sink_a.push(data(40));
+        assert_eq!(budget.held(), 120);
+        let changes = budget.changes();
+        drop(a);
+        assert_eq!(budget.held(), 0);
+        assert!(budget.may_read());
+        assert_ne!(budget.changes(), changes);
+        assert_eq!(budget.dropped(), 1);
+        assert!(sink_a.queue.is_closed());
+    }
+
+    #[test]
+    fn a_queue_closes_once_every_sink_is_gone_and_it_is_empty() {
+        let budget = Budget::new(32, 1 << 20);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut rx = Queue::open(&budget);
+        let one = Sink::new(&rx, 0);
+        let two = Sink::new(&rx, 1);
+        two.push(data(3));
+        drop(two);
+        assert!(matches!(
+            rx.poll_pop(&mut cx),
+            Poll::Ready(Popped::Item(1, _))
+        ));
+        assert!(rx.poll_pop(&mut cx).is_pending());
+        drop(one);
+        assert!(matches!(rx.poll_pop(&mut cx), Poll::Ready(Popped::Closed)));
+    }
+}
