@@ -48,13 +48,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
-use crate::client::driver::{Input, NewCall};
-use crate::client::{queue_calls, Call, ClientOptions, ResponseStream};
+use crate::client::driver::Input;
+use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
 use crate::error::Error;
 use crate::exchange::Scope;
 use crate::output::{write_all_chunks, FrameInput};
 use crate::server::Server;
 use crate::stats::{ExchangeStats, Outcome, Transport};
+
+/// The longest answer to `hello` a client reads (`encoding=<profile>\n` is far
+/// shorter); a longer one fails the connection.
+pub const MAX_HELLO_ANSWER: usize = 1024;
 
 /// Serves one byte-stream connection until the client half-closes it (or `stop`
 /// completes: the server then stops reading and finishes the responses in flight).
@@ -175,10 +179,14 @@ where
 /// conn.close().await;
 /// # Ok(()) }
 /// ```
+///
+/// Calls never wait to be queued: the connection issues them as its window
+/// ([`ClientOptions::set_window`]) allows. Read the responses as
+/// [the crate's rule](crate#reading-responses) says: a [`Batch`] by one consumer, several
+/// [`ResponseStream`]s in any order (concurrently is best).
 #[derive(Debug)]
 pub struct Connection {
-    calls: mpsc::Sender<NewCall>,
-    response_queue: usize,
+    calls: CallQueue,
     encoding: String,
     driver: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
@@ -193,8 +201,7 @@ impl Connection {
         R: AsyncRead + Send + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (calls_tx, calls_rx) = mpsc::channel(16);
-        let (driver, accepts) = options.new_driver(calls_rx, true);
+        let (driver, calls, accepts) = options.new_driver(true);
         let codec =
             hgframe_wire::codec::FrameCodec::with_max_payload_len(options.max_frame_payload());
         let frames: FrameInput = Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
@@ -202,8 +209,7 @@ impl Connection {
         let writer = tokio::spawn(write_all_chunks(out_rx, writer));
         let driver = tokio::spawn(driver.run(Input::Ready(frames), out_tx));
         let mut conn = Self {
-            calls: calls_tx,
-            response_queue: options.response_queue(),
+            calls,
             encoding: hgframe_reactor::IDENTITY.to_owned(),
             driver,
             writer,
@@ -213,14 +219,24 @@ impl Connection {
             .split(',')
             .all(|p| p.trim().is_empty() || p.trim() == hgframe_reactor::IDENTITY);
         if !only_identity {
-            let hello = conn
-                .call(Call::new("hello").arg("encodings", Bytes::from(accepts)))
-                .await?
-                .collect()
-                .await?;
-            let answer = String::from_utf8_lossy(&hello.data);
-            if let Some(profile) = answer.trim_end().strip_prefix("encoding=") {
-                conn.encoding = profile.to_owned();
+            let hello = Call::new("hello").arg("encodings", Bytes::from(accepts));
+            let answer = match conn.call(hello).await {
+                Ok(answer) => read_hello(answer).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(answer) => {
+                    let answer = String::from_utf8_lossy(&answer);
+                    if let Some(profile) = answer.trim_end().strip_prefix("encoding=") {
+                        conn.encoding = profile.to_owned();
+                    }
+                }
+                Err(e) => {
+                    // Stop reading at once: the peer may go on sending.
+                    conn.driver.abort();
+                    conn.writer.abort();
+                    return Err(e);
+                }
             }
         }
         Ok(conn)
@@ -265,43 +281,53 @@ impl Connection {
     }
 
     /// Calls one command. Calls may be made from many tasks at once (`&self`); at most
-    /// the configured window of them are in flight, the others wait their turn.
+    /// the configured window of them are in flight, the others are queued (this never
+    /// waits for them). Fails only if the connection has ended.
     pub async fn call(&self, call: Call) -> Result<ResponseStream, Error> {
-        let (events, events_rx) = mpsc::channel(self.response_queue);
-        self.calls
-            .send(NewCall { call, events })
-            .await
-            .map_err(|_| Error::closed("the connection has ended"))?;
-        Ok(ResponseStream::new(events_rx))
+        self.calls.call(call)
     }
 
-    /// Calls several commands; their response streams in the same order.
-    pub async fn call_many(&self, calls: Vec<Call>) -> Result<Vec<ResponseStream>, Error> {
-        let (mut rx, streams) = queue_calls(calls, self.response_queue);
-        while let Ok(call) = rx.try_recv() {
-            self.calls
-                .send(call)
-                .await
-                .map_err(|_| Error::closed("the connection has ended"))?;
-        }
-        Ok(streams)
+    /// Calls several commands: all are queued at once (this never waits), issued as the
+    /// window allows, and answered as one [`Batch`], whose single consumer receives the
+    /// events of every call as they arrive; [`Batch::collect`] gathers them in the order
+    /// of `calls`. If the connection has ended, every call fails.
+    pub fn call_many(&self, calls: Vec<Call>) -> Batch {
+        self.calls.call_many(calls)
     }
 
     /// Says there will be no more calls, waits for every response to end and the
     /// connection to close (and for the child process, if any, to exit).
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let Self {
             calls,
             driver,
             writer,
+            mut child,
             ..
-        } = &mut self;
-        let (tx, _) = mpsc::channel(1);
-        drop(std::mem::replace(calls, tx));
+        } = self;
+        drop(calls);
         let _ = driver.await;
         let _ = writer.await;
-        if let Some(child) = self.child.as_mut() {
+        if let Some(child) = child.as_mut() {
             let _ = child.wait().await;
         }
     }
+}
+
+/// The answer to `hello`: at most [`MAX_HELLO_ANSWER`] bytes.
+async fn read_hello(mut answer: ResponseStream) -> Result<Vec<u8>, Error> {
+    use crate::client::ResponseEvent;
+    let mut bytes = Vec::new();
+    while let Some(event) = answer.next().await {
+        if let ResponseEvent::Data(data) = event? {
+            if bytes.len() + data.len() > MAX_HELLO_ANSWER {
+                return Err(Error::protocol(format!(
+                    "the server's answer to hello is longer than {MAX_HELLO_ANSWER} bytes \
+                     (it should be `encoding=<profile>`): is it an hgframe byte-stream server?"
+                )));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }

@@ -11,7 +11,8 @@
 //!   exchanges over them with the limits of an [`EngineConfig`].
 //!   [`bytestream::serve_connection`] and [`bytestream::serve_tcp`] serve byte streams.
 //! - Calling: [`bytestream::Connection`] over a byte stream (the HTTP client lives in
-//!   `hgframe-http`); both return a [`ResponseStream`] per command.
+//!   `hgframe-http`); both return a [`ResponseStream`] per command, and a [`Batch`] for
+//!   several commands at once.
 //! - Counting: every exchange ends with [`ExchangeStats`] (per-stream raw and wire
 //!   bytes, frames, encoding time), given to [`EngineConfig::set_observer`] and logged.
 //!
@@ -26,6 +27,26 @@
 //! a bounded amount. Every command that is accepted gets exactly one terminal answer
 //! (its last frame or an error frame), whatever fails: a handler's panic, an encoder's
 //! error, a cancelled handler.
+//!
+//! # Reading responses
+//!
+//! The server interleaves the responses of an exchange as it likes, and the protocol
+//! has no flow control per response: the client can only stop reading the connection
+//! as a whole. So the client never waits on one response for the sake of another:
+//!
+//! - A [`Batch`] is read by one consumer, in arrival order: it can never wait for
+//!   itself. When it is read slowly, the client stops reading from the server once
+//!   [`ClientOptions::set_response_queue`] events wait in it (back-pressure).
+//! - Several [`ResponseStream`]s of one exchange (concurrent `call`s on one
+//!   [`crate::bytestream::Connection`]) may be read in any order, from any tasks. Events
+//!   for a stream nobody reads yet are held, up to [`ClientOptions::set_response_buffer`]
+//!   bytes for the whole exchange (default 256 MiB). The client stops reading from the
+//!   server while a stream is read slowly, unless another stream waits for its next
+//!   event (its data may be behind). At the limit, with a stream waiting, the stream
+//!   (or batch) holding the most unread bytes fails with an error saying so (a batch:
+//!   each of its calls not ended yet) and its data is dropped: memory stays bounded
+//!   (the limit plus one frame) and nothing hangs. To never see that error, read the
+//!   responses of an exchange concurrently, or use a [`Batch`].
 //!
 //! # Cancel safety
 //!
@@ -57,8 +78,8 @@ mod stats;
 
 pub use admission::{BlockingPool, Charge, JobFailed, MemoryBudget};
 pub use client::{
-    Call, CallData, ClientOptions, Response, ResponseEvent, ResponseStream, DEFAULT_PREFIX,
-    MEDIA_TYPE,
+    Batch, BatchEvent, Call, CallData, ClientOptions, Response, ResponseEvent, ResponseStream,
+    DEFAULT_PREFIX, MEDIA_TYPE,
 };
 pub use command::{
     Command, CommandError, CommandInput, DataReader, Disconnected, Handler, Permission, Registry,
@@ -76,5 +97,5 @@ pub use stats::{ExchangeStats, Outcome, StreamCounters, Transport};
 pub mod __private {
     //! For `hgframe-http` only: the client driver, which its HTTP client runs.
     pub use crate::client::driver::{Driver, Input, Item, NewCall};
-    pub use crate::client::queue_calls;
+    pub use crate::client::CallQueue;
 }

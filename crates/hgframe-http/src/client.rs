@@ -6,16 +6,19 @@
 //! let client = Client::new("http://127.0.0.1:8000")?;
 //! let answer = client.call(Call::new("echo").arg("a", "1")).await?.collect().await?;
 //! assert_eq!(&answer.data[..], b"a=1\n");
-//! let streams = client
+//! let batch = client
 //!     .call_many(Permission::ReadOnly, vec![Call::new("files"), Call::new("cat").arg("path", "README.md")])
 //!     .await?;
+//! for response in batch.collect().await {
+//!     println!("{} bytes", response?.data.len());
+//! }
 //! # Ok(()) }
 //! ```
 
 use futures_util::TryStreamExt;
-use hgframe_engine::__private::{queue_calls, Input};
+use hgframe_engine::__private::Input;
 use hgframe_engine::{
-    Call, ClientOptions, Error, ErrorKind, FrameInput, Permission, ResponseStream,
+    Batch, Call, ClientOptions, Error, ErrorKind, FrameInput, Permission, ResponseStream,
 };
 use hgframe_wire::codec::FrameCodec;
 use http::{header, Request, StatusCode, Uri};
@@ -81,27 +84,32 @@ impl Client {
     /// has started answering; an HTTP error status (404, 406, ...) is an error here.
     pub async fn call(&self, call: Call) -> Result<ResponseStream, Error> {
         let path = format!("{}/{}", call.required_permission().as_str(), call.name());
-        let mut streams = self.exchange(&path, vec![call]).await?;
-        streams
-            .pop()
-            .ok_or_else(|| Error::closed("no response stream"))
+        self.exchange(&path, Calls::One(call)).await?.one()
     }
 
-    /// Calls several commands in one HTTP exchange (`multirequest` with `permission`);
-    /// returns their response streams in the same order.
+    /// Calls several commands in one HTTP exchange (`multirequest` with `permission`).
+    /// Returns once the server has started answering (an HTTP error status is an error
+    /// here) with a [`Batch`]: one consumer receives the events of every call as they
+    /// arrive, so no response ever waits for another whatever their sizes and order
+    /// ([`Batch::collect`] gathers them in the order of `calls`).
     pub async fn call_many(
         &self,
         permission: Permission,
         calls: Vec<Call>,
-    ) -> Result<Vec<ResponseStream>, Error> {
+    ) -> Result<Batch, Error> {
         let path = format!("{}/multirequest", permission.as_str());
-        self.exchange(&path, calls).await
+        self.exchange(&path, Calls::Many(calls)).await?.many()
     }
 
-    async fn exchange(&self, path: &str, calls: Vec<Call>) -> Result<Vec<ResponseStream>, Error> {
+    async fn exchange(&self, path: &str, calls: Calls) -> Result<Answers, Error> {
         let options = &self.options;
-        let (calls_rx, streams) = queue_calls(calls, options.response_queue());
-        let (driver, accepts) = options.new_driver(calls_rx, options.http2_prior_knowledge());
+        let (driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
+        let answers = match calls {
+            Calls::One(call) => Answers::One(queue.call(call)?),
+            Calls::Many(calls) => Answers::Many(queue.call_many(calls)),
+        };
+        // No more calls: the request ends once these are sent.
+        drop(queue);
         let (body_tx, body_rx) = mpsc::channel(4);
         let request = Request::post(format!("{}/{path}", self.base))
             .header(header::ACCEPT, options.media_type())
@@ -135,11 +143,39 @@ impl Client {
         };
         tokio::spawn(driver.run(Input::Pending(Box::pin(head)), body_tx));
         match head_rx.await {
-            Ok(Ok(())) => Ok(streams),
+            Ok(Ok(())) => Ok(answers),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::closed(
                 "the exchange ended before the response started",
             )),
+        }
+    }
+}
+
+/// The calls of one exchange.
+enum Calls {
+    One(Call),
+    Many(Vec<Call>),
+}
+
+/// Their answers.
+enum Answers {
+    One(ResponseStream),
+    Many(Batch),
+}
+
+impl Answers {
+    fn one(self) -> Result<ResponseStream, Error> {
+        match self {
+            Self::One(stream) => Ok(stream),
+            Self::Many(_) => Err(Error::closed("no response stream")),
+        }
+    }
+
+    fn many(self) -> Result<Batch, Error> {
+        match self {
+            Self::Many(batch) => Ok(batch),
+            Self::One(_) => Err(Error::closed("no batch")),
         }
     }
 }

@@ -490,3 +490,77 @@ fn call_prefix_replaces_the_default_url_prefix() {
         "y=2\n"
     );
 }
+
+/// A listener that accepts one connection, reads what comes and never answers (or, with
+/// `head`, answers that much and then nothing), until the returned sender is dropped.
+fn silent_server(head: &'static [u8]) -> (String, std::sync::mpsc::Sender<()>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        // The head goes out once the request has started.
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(head);
+        conn.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        // Read (so the client is never blocked writing) until released or 60 s pass.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < until
+            && matches!(
+                released.try_recv(),
+                Err(std::sync::mpsc::TryRecvError::Empty)
+            )
+        {
+            let _ = conn.read(&mut buf);
+        }
+    });
+    (addr, release)
+}
+
+/// `call` with a 1 s idle timeout; asserts it failed at that timeout, not when the
+/// server gave up.
+fn gives_up_quickly(url: &str, extra: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    let mut args = vec!["call", url, "echo", "--idle-timeout", "1"];
+    args.extend_from_slice(extra);
+    let out = hgframe(&args, b"");
+    let stderr = failed(&out, 1);
+    assert!(stderr.contains("no progress from the server"), "{stderr}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "{url}: exited after {took:?}"
+    );
+    stderr
+}
+
+#[test]
+fn call_gives_up_at_its_idle_timeout_on_every_transport() {
+    // HTTP: accepted, the request read, no answer at all.
+    let (addr, release) = silent_server(b"");
+    let err = gives_up_quickly(&format!("http://{addr}"), &[]);
+    assert!(err.contains("waiting for the answer"), "{err}");
+    drop(release);
+    // HTTP: the response starts, then nothing more (h2c too).
+    let head: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/mercurial-exp-framing-0002\r\ntransfer-encoding: chunked\r\n\r\n";
+    let (addr, release) = silent_server(head);
+    let err = gives_up_quickly(&format!("http://{addr}"), &[]);
+    assert!(err.contains("reading the answer"), "{err}");
+    drop(release);
+    let (addr, release) = silent_server(b"");
+    gives_up_quickly(&format!("http://{addr}"), &["--http2"]);
+    drop(release);
+    // tcp:// and stdio: with identity only: no `hello`, so the call itself waits; the
+    // connection must not then wait for the silent peer to close.
+    for extra in [&[][..], &["--encodings", "identity"][..]] {
+        let (addr, release) = silent_server(b"");
+        gives_up_quickly(&format!("tcp://{addr}"), extra);
+        drop(release);
+        gives_up_quickly("stdio:sleep 30", extra);
+    }
+}

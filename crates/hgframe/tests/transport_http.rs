@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{answer_of, command, post_frames, raw, within, TestServer};
 use hgframe_http::{
-    Call, Client, ClientOptions, CommandError, CommandInput, Duplex, ErrorKind, Outcome,
-    Permission, Responder, ResponseEvent, MEDIA_TYPE,
+    BatchEvent, Call, Client, ClientOptions, CommandError, CommandInput, Duplex, ErrorKind,
+    Outcome, Permission, Responder, ResponseEvent, MEDIA_TYPE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -168,11 +168,13 @@ async fn multirequest_checks_each_command_against_the_url() {
         Call::new("echo").arg("k", "v"),
         Call::new("nosuch"),
     ];
-    let mut streams = client.call_many(Permission::ReadOnly, calls).await.unwrap();
-    let nosuch = streams.pop().unwrap().collect().await.unwrap_err();
-    let echo = streams.pop().unwrap().collect().await.unwrap();
-    let put = streams.pop().unwrap().collect().await.unwrap_err();
-    let cat = streams.pop().unwrap().collect().await.unwrap();
+    let batch = client.call_many(Permission::ReadOnly, calls).await.unwrap();
+    assert_eq!(batch.len(), 4);
+    let mut answers = batch.collect().await;
+    let nosuch = answers.pop().unwrap().unwrap_err();
+    let echo = answers.pop().unwrap().unwrap();
+    let put = answers.pop().unwrap().unwrap_err();
+    let cat = answers.pop().unwrap().unwrap();
     assert_eq!(&cat.data[..], b"alpha\n");
     assert_eq!(
         put.message(),
@@ -189,12 +191,12 @@ async fn multirequest_checks_each_command_against_the_url() {
         Call::new("put").arg("path", "x.txt").data("x"),
         Call::new("files"),
     ];
-    let streams = client
+    let batch = client
         .call_many(Permission::ReadWrite, calls)
         .await
         .unwrap();
-    for s in streams {
-        s.collect().await.unwrap();
+    for answer in batch.collect().await {
+        answer.unwrap();
     }
     assert!(server.root.path().join("x.txt").exists());
 }
@@ -848,13 +850,151 @@ async fn the_smallest_client_window_and_queues_still_answer_everything() {
     let calls = (0..20)
         .map(|i| Call::new("cat").arg("path", format!("f{i}")))
         .collect();
-    let streams = client.call_many(Permission::ReadOnly, calls).await.unwrap();
-    let answers: Vec<_> = streams
-        .into_iter()
-        .map(|s| tokio::spawn(s.collect()))
-        .collect();
+    let batch = client.call_many(Permission::ReadOnly, calls).await.unwrap();
+    let answers = within(batch.collect()).await;
     for (i, answer) in answers.into_iter().enumerate() {
-        let answer = within(answer).await.unwrap().unwrap();
+        let answer = answer.unwrap();
         assert_eq!(answer.data, format!("{i} ").repeat(5000).as_bytes());
     }
+}
+
+/// Each response of the large batches: a little over 1 MiB, more than 32 frames.
+const BIG: usize = (1 << 20) + 4321;
+/// `big` writes this much at a time.
+const BIG_CHUNK: usize = 64 << 10;
+
+/// The bytes of response `i` at `offset..offset + len`: in each chunk `c`, `i` and `c`
+/// (big-endian u32), then the byte `(i + c) % 251`.
+fn big_bytes(i: usize, offset: usize, len: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let mut at = offset;
+    while at < offset + len {
+        let c = at / BIG_CHUNK;
+        let end = ((c + 1) * BIG_CHUNK).min(offset + len);
+        let start = out.len();
+        out.resize(start + (end - at), ((i + c) % 251) as u8);
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        head[4..].copy_from_slice(&(c as u32).to_be_bytes());
+        for k in at..end.min(c * BIG_CHUNK + 8) {
+            out[start + k - at] = head[k - c * BIG_CHUNK];
+        }
+        at = end;
+    }
+}
+
+/// A server with `big i=<n>`: response `n` of [`BIG`] bytes.
+async fn big_server() -> TestServer {
+    TestServer::start(|_, registry| {
+        registry
+            .register(
+                "big",
+                Permission::ReadOnly,
+                |input: CommandInput, mut out: Responder| async move {
+                    let i: usize = input
+                        .arg_str("i")?
+                        .parse()
+                        .map_err(|_| CommandError::new("bad i"))?;
+                    let mut buf = Vec::new();
+                    let mut at = 0;
+                    while at < BIG {
+                        let len = BIG_CHUNK.min(BIG - at);
+                        big_bytes(i, at, len, &mut buf);
+                        if out.write(Bytes::copy_from_slice(&buf)).await.is_err() {
+                            return Ok(());
+                        }
+                        at += len;
+                    }
+                    let _ = out.finish(Bytes::new()).await;
+                    Ok(())
+                },
+            )
+            .unwrap();
+    })
+    .await
+}
+
+/// 200 calls of `big`, identity (the point is the queues, not compression).
+fn big_calls() -> Vec<Call> {
+    (0..200)
+        .map(|i| Call::new("big").arg("i", i.to_string()))
+        .collect()
+}
+
+/// Fails a deadlock instead of hanging (a batch of 200 MiB takes a while in debug).
+async fn patiently<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(90), f)
+        .await
+        .expect("deadlock: no answer within 90 s")
+}
+
+async fn large_batch_in_call_order(mut options: ClientOptions) {
+    let server = big_server().await;
+    options.set_encodings(&["identity"]);
+    let client = Client::with_options(&server.url(), options).unwrap();
+    let batch = patiently(client.call_many(Permission::ReadOnly, big_calls()))
+        .await
+        .unwrap();
+    let answers = patiently(batch.collect()).await;
+    assert_eq!(answers.len(), 200);
+    let mut expected = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap();
+        big_bytes(i, 0, BIG, &mut expected);
+        assert!(answer.data == expected[..], "response {i} differs");
+    }
+}
+
+async fn large_batch_as_it_arrives(mut options: ClientOptions) {
+    let server = big_server().await;
+    options.set_encodings(&["identity"]);
+    let client = Client::with_options(&server.url(), options).unwrap();
+    let mut batch = patiently(client.call_many(Permission::ReadOnly, big_calls()))
+        .await
+        .unwrap();
+    let mut offsets = vec![0usize; 200];
+    let mut ended = [false; 200];
+    let mut expected = Vec::new();
+    patiently(async {
+        while let Some((i, event)) = batch.next().await {
+            assert!(!ended[i], "event after the end of {i}");
+            match event {
+                BatchEvent::Data(data) => {
+                    big_bytes(i, offsets[i], data.len(), &mut expected);
+                    assert!(
+                        data == expected[..],
+                        "response {i} differs at {}",
+                        offsets[i]
+                    );
+                    offsets[i] += data.len();
+                }
+                BatchEvent::Text(_) => {}
+                BatchEvent::End => ended[i] = true,
+                BatchEvent::Failed(e) => panic!("response {i} failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.iter().all(|e| *e));
+    assert!(offsets.iter().all(|&n| n == BIG), "{offsets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_200_large_responses_over_http1_collects_in_call_order() {
+    large_batch_in_call_order(ClientOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_200_large_responses_over_http1_is_read_as_it_arrives() {
+    large_batch_as_it_arrives(ClientOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_200_large_responses_over_h2c_collects_in_call_order() {
+    large_batch_in_call_order(h2c()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_200_large_responses_over_h2c_is_read_as_it_arrives() {
+    large_batch_as_it_arrives(h2c()).await;
 }

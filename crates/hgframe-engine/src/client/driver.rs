@@ -4,12 +4,16 @@
 //!
 //! | branch   | enabled when                                   | does |
 //! |----------|------------------------------------------------|------|
-//! | deliver  | events wait for their response stream          | waits for room in that stream's queue |
+//! | budget   | always                                         | wakes when a consumer takes, waits or goes |
 //! | transmit | the reactor has output and the sink is open    | pulls up to one chunk of frames into the sink |
 //! | feed     | a command's data is streamed, little is queued | takes the next piece of the data |
 //! | call     | calls may come, fewer than the window in flight, little is queued | issues the next command |
 //! | head     | (HTTP) the response has not started            | waits for it, checks its status |
-//! | read     | input is open and no event waits               | decodes a frame, turns it into events |
+//! | read     | input is open and the [`Budget`] allows it      | decodes a frame, queues its events |
+//!
+//! The driver never waits on a response's queue: events are queued at once, and the
+//! budget decides whether the next frame is read (see [`super::queue`]), so a response
+//! nobody reads yet can never stop the one being read.
 //!
 //! When no call can come any more and all data is sent, the reactor marks the end of
 //! the client's stream and the sink is closed (the HTTP request body ends, or the byte
@@ -17,6 +21,7 @@
 //! every response stream is dropped, the exchange is abandoned.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
@@ -28,6 +33,7 @@ use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
 
+use crate::client::queue::{Budget, Queue, Sink};
 use crate::client::{Call, CallData};
 use crate::error::Error;
 use crate::output::FrameInput;
@@ -44,12 +50,39 @@ pub enum Item {
     Failed(Error),
 }
 
+impl Item {
+    /// What the item holds in memory, for the budget.
+    pub(crate) fn held_bytes(&self) -> usize {
+        match self {
+            Self::Data(data, _) => data.len(),
+            Self::Text(atoms) => atoms
+                .iter()
+                .map(|a| {
+                    a.format.len()
+                        + a.args.iter().map(String::len).sum::<usize>()
+                        + a.labels.iter().map(String::len).sum::<usize>()
+                })
+                .sum(),
+            Self::Failed(_) => 0,
+        }
+    }
+}
+
 /// A command to issue, and where its events go.
 pub struct NewCall {
     /// The command.
-    pub call: Call,
+    pub(crate) call: Call,
     /// Where its response goes.
-    pub events: mpsc::Sender<Item>,
+    pub(crate) events: Sink,
+}
+
+impl std::fmt::Debug for NewCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCall")
+            .field("call", &self.call.name)
+            .field("index", &self.events.index)
+            .finish()
+    }
 }
 
 /// Where the server's frames come from.
@@ -70,13 +103,16 @@ struct Source {
 /// server's answers to each call's response stream.
 pub struct Driver {
     reactor: ClientReactor,
-    calls: mpsc::Receiver<NewCall>,
+    calls: mpsc::UnboundedReceiver<NewCall>,
     calls_open: bool,
     window: usize,
     chunk: usize,
-    requests: HashMap<RequestId, mpsc::Sender<Item>>,
+    requests: HashMap<RequestId, Sink>,
     sources: VecDeque<Source>,
-    deliveries: VecDeque<(mpsc::Sender<Item>, Item)>,
+    budget: Arc<Budget>,
+    /// Queues fed so far that may hold data: where to look for one to evict.
+    fed: Vec<Arc<Queue>>,
+    dropped_seen: usize,
     sending_done: bool,
     input_done: bool,
     abandoned: bool,
@@ -84,9 +120,10 @@ pub struct Driver {
 
 impl Driver {
     /// `window`: most commands in flight at once (commands beyond wait their turn).
-    pub fn new(
+    pub(crate) fn new(
         reactor: ClientReactor,
-        calls: mpsc::Receiver<NewCall>,
+        calls: mpsc::UnboundedReceiver<NewCall>,
+        budget: Arc<Budget>,
         window: usize,
         chunk: usize,
     ) -> Self {
@@ -98,7 +135,9 @@ impl Driver {
             chunk,
             requests: HashMap::new(),
             sources: VecDeque::new(),
-            deliveries: VecDeque::new(),
+            budget,
+            fed: Vec::new(),
+            dropped_seen: 0,
             sending_done: false,
             input_done: false,
             abandoned: false,
@@ -115,26 +154,24 @@ impl Driver {
         let mut buf = BytesMut::new();
         loop {
             self.maybe_finish_sending(&mut out);
+            let seen = self.budget.changes();
+            if self.budget.dropped() != self.dropped_seen {
+                self.dropped_seen = self.budget.dropped();
+                self.abandoned = self.nobody_listens();
+            }
+            if self.budget.must_evict() {
+                self.evict_largest();
+            }
             if self.is_done() {
                 break;
             }
             let queued_little = self.reactor.queued_output_bytes() < self.chunk;
             let can_call =
                 self.calls_open && queued_little && self.reactor.in_flight() < self.window;
-            let can_read = frames.is_some() && !self.input_done && self.deliveries.is_empty();
+            let can_read = frames.is_some() && !self.input_done && self.budget.may_read();
             tokio::select! {
                 biased;
-                permit = reserve_delivery(self.deliveries.front()), if !self.deliveries.is_empty() => {
-                    let Some((_, item)) = self.deliveries.pop_front() else { continue };
-                    match permit {
-                        Some(permit) => {
-                            permit.send(item);
-                        }
-                        // That response stream was dropped: its events are discarded. If
-                        // no stream is read any more, the exchange is abandoned.
-                        None => self.abandoned = self.nobody_listens(),
-                    }
-                }
+                () = std::future::poll_fn(|cx| self.budget.poll_changed(seen, cx)) => {}
                 permit = reserve_out(out.as_ref()), if out.is_some() && self.reactor.has_pending_output() => {
                     match permit {
                         Some(permit) => {
@@ -153,7 +190,10 @@ impl Driver {
                 }
                 call = self.calls.recv(), if can_call => match call {
                     Some(call) => self.issue(call),
-                    None => self.calls_open = false,
+                    None => {
+                        self.calls_open = false;
+                        self.abandoned = self.nobody_listens();
+                    }
                 },
                 started = wait_head(head.as_mut()), if head.is_some() => {
                     head = None;
@@ -182,10 +222,45 @@ impl Driver {
                 },
             }
         }
-        // Deliver what is left (the streams may still be read after the driver ends).
-        while let Some((tx, item)) = self.deliveries.pop_front() {
-            let _ = tx.send(item).await;
+    }
+
+    /// Evicts the queue holding the most bytes: a consumer waits, and no more may be
+    /// held.
+    fn evict_largest(&mut self) {
+        self.fed.retain(|q| !q.is_closed());
+        let Some(largest) = self.fed.iter().max_by_key(|q| q.held()).cloned() else {
+            return;
+        };
+        let held = largest.held();
+        if held == 0 {
+            return;
         }
+        largest.evict(Error::closed(format!(
+            "response dropped unread: {held} bytes of it waited while another response \
+             was awaited, and the client holds at most {} bytes of responses not read yet \
+             (ClientOptions::set_response_buffer); read the responses of an exchange \
+             concurrently, or all calls of a batch through Batch::next or Batch::collect",
+            self.budget.limit()
+        )));
+        self.fed.retain(|q| !Arc::ptr_eq(q, &largest));
+    }
+
+    /// Remembers that `queue` was fed (for [`Self::evict_largest`]).
+    fn track(&mut self, queue: &Arc<Queue>) {
+        if self.fed.last().is_some_and(|q| Arc::ptr_eq(q, queue)) {
+            return;
+        }
+        if self.fed.len() >= 64 && self.fed.len() >= 2 * self.requests.len() {
+            // Forget queues that hold nothing and are fed no more.
+            let live: Vec<*const Queue> = self
+                .requests
+                .values()
+                .map(|s| Arc::as_ptr(&s.queue))
+                .collect();
+            self.fed
+                .retain(|q| !q.is_closed() && (q.held() > 0 || live.contains(&Arc::as_ptr(q))));
+        }
+        self.fed.push(Arc::clone(queue));
     }
 
     /// Every call got its answer, or the input ended and everyone was told, or nobody
@@ -194,20 +269,17 @@ impl Driver {
         if self.abandoned {
             return true;
         }
-        if !self.deliveries.is_empty() {
-            return false;
-        }
         if self.input_done {
             return true;
         }
         !self.calls_open && self.sources.is_empty() && self.requests.is_empty() && self.sending_done
     }
 
-    /// No call can come and every response stream was dropped.
+    /// No call can come and every response's consumer was dropped.
     fn nobody_listens(&self) -> bool {
         !self.calls_open
-            && self.requests.values().all(mpsc::Sender::is_closed)
-            && self.deliveries.iter().all(|(tx, _)| tx.is_closed())
+            && !self.requests.is_empty()
+            && self.requests.values().all(|s| s.queue.is_closed())
     }
 
     /// Once no command can come and all data went out, ends the client's stream and
@@ -227,6 +299,10 @@ impl Driver {
 
     fn issue(&mut self, new: NewCall) {
         let NewCall { call, events } = new;
+        if events.queue.is_closed() {
+            // Nobody will read the answer: the command is not sent.
+            return;
+        }
         let Call {
             name, args, data, ..
         } = call;
@@ -245,11 +321,12 @@ impl Driver {
         };
         match result {
             Ok(request) => {
+                self.track(&events.queue);
                 self.requests.insert(request, events);
             }
             Err(e) => {
                 let error = Error::invalid(format!("cannot issue {name}: {e}"));
-                self.deliveries.push_back((events, Item::Failed(error)));
+                events.push(Item::Failed(error));
             }
         }
     }
@@ -305,12 +382,12 @@ impl Driver {
         };
         for event in events {
             let request = event.request_id();
-            let tx = if event.is_final() {
+            // A final event ends the request whatever it says.
+            let ended = if event.is_final() {
                 self.requests.remove(&request)
             } else {
-                self.requests.get(&request).cloned()
+                None
             };
-            let Some(tx) = tx else { continue };
             let item = match event {
                 ClientEvent::ResponseData { data, eos, .. } => Item::Data(data, eos),
                 ClientEvent::TextOutput { atoms, .. } => Item::Text(atoms),
@@ -321,32 +398,28 @@ impl Driver {
                 }),
                 _ => continue,
             };
-            self.deliveries.push_back((tx, item));
+            match ended {
+                Some(sink) => sink.push(item),
+                None => {
+                    if let Some(sink) = self.requests.get(&request) {
+                        sink.push(item);
+                    }
+                }
+            }
         }
     }
 
     /// Tells every request in flight (and every call not issued yet) the same failure.
     fn fail_all(&mut self, error: &Error) {
-        for (_, tx) in self.requests.drain() {
-            self.deliveries
-                .push_back((tx, Item::Failed(error.duplicate())));
+        for (_, sink) in self.requests.drain() {
+            sink.push(Item::Failed(error.duplicate()));
         }
         self.calls.close();
         while let Ok(call) = self.calls.try_recv() {
-            self.deliveries
-                .push_back((call.events, Item::Failed(error.duplicate())));
+            call.events.push(Item::Failed(error.duplicate()));
         }
         self.calls_open = false;
         self.sources.clear();
-    }
-}
-
-async fn reserve_delivery(
-    front: Option<&(mpsc::Sender<Item>, Item)>,
-) -> Option<mpsc::OwnedPermit<Item>> {
-    match front {
-        Some((tx, _)) => tx.clone().reserve_owned().await.ok(),
-        None => std::future::pending().await,
     }
 }
 

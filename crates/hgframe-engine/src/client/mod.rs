@@ -2,11 +2,13 @@
 //! driver that runs one exchange's calls.
 //!
 //! A [`Call`] names a command, its arguments and optional data (whole, or a stream of
-//! pieces sent as they come). Each call answers with a [`ResponseStream`]: the response
-//! data as it arrives, text output, and at most one error. Streams of one exchange are
-//! independent and may be read from different tasks; they are fed in the order the
-//! server's frames arrive, each through a bounded queue, so read them concurrently (or
-//! at least all of them): one stream left unread long enough pauses the others.
+//! pieces sent as they come). One call answers with a [`ResponseStream`]: the response
+//! data as it arrives, text output, and at most one error. Several calls made at once
+//! (`call_many`) answer with a [`Batch`]: the events of all of them, tagged with the
+//! call's index, in the order they arrive, for one consumer; [`Batch::collect`] gathers
+//! every response.
+//!
+//! How to read them: [the crate's rule](crate#reading-responses).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), hgframe_engine::Error> {
@@ -18,9 +20,12 @@
 //! ```
 
 pub(crate) mod driver;
+pub(crate) mod queue;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
@@ -29,6 +34,7 @@ use hgframe_reactor::{ClientConfig, ClientReactor};
 use tokio::sync::mpsc;
 
 use self::driver::{Driver, Item, NewCall};
+use self::queue::{Budget, Popped, Queue, Receiver, Sink};
 use crate::command::Permission;
 use crate::error::Error;
 use crate::TextAtom;
@@ -137,7 +143,7 @@ pub enum ResponseEvent {
     Text(Vec<TextAtom>),
 }
 
-/// A whole response, gathered by [`ResponseStream::collect`].
+/// A whole response, gathered by [`ResponseStream::collect`] or [`Batch::collect`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
     /// All response bytes.
@@ -146,19 +152,61 @@ pub struct Response {
     pub text: Vec<Vec<TextAtom>>,
 }
 
+/// Gathers one response's events.
+#[derive(Debug, Default)]
+struct Gather {
+    data: BytesMut,
+    first: Option<Bytes>,
+    text: Vec<Vec<TextAtom>>,
+}
+
+impl Gather {
+    fn add(&mut self, event: ResponseEvent) {
+        match event {
+            // One piece is kept as is (no copy); more are joined.
+            ResponseEvent::Data(piece) => match self.first.take() {
+                None if self.data.is_empty() => self.first = Some(piece),
+                held => {
+                    if let Some(held) = held {
+                        self.data.extend_from_slice(&held);
+                    }
+                    self.data.extend_from_slice(&piece);
+                }
+            },
+            ResponseEvent::Text(atoms) => self.text.push(atoms),
+        }
+    }
+
+    fn finish(self) -> Response {
+        let data = match self.first {
+            Some(first) => first,
+            None => self.data.freeze(),
+        };
+        Response {
+            data,
+            text: self.text,
+        }
+    }
+}
+
+fn ended_early() -> Error {
+    Error::closed("the exchange ended before the response was complete")
+}
+
 /// The response to one call: events as they arrive, then the end.
 ///
 /// It yields `Ok` events; an error (the command failed on the server, the server broke
-/// the protocol, the connection ended early) is the last item. `None` after the
-/// complete response. Dropping it discards the rest of this response only.
+/// the protocol, the connection ended early, the response was dropped unread: see the
+/// [module's rule](crate#reading-responses)) is the last item. `None`
+/// after the complete response. Dropping it discards the rest of this response only.
 #[derive(Debug)]
 pub struct ResponseStream {
-    rx: mpsc::Receiver<Item>,
+    rx: Receiver,
     finished: bool,
 }
 
 impl ResponseStream {
-    pub(crate) fn new(rx: mpsc::Receiver<Item>) -> Self {
+    pub(crate) fn new(rx: Receiver) -> Self {
         Self {
             rx,
             finished: false,
@@ -173,29 +221,11 @@ impl ResponseStream {
     /// Gathers the whole response (as much as the server sends: use [`Self::next`] to
     /// bound it yourself).
     pub async fn collect(mut self) -> Result<Response, Error> {
-        let mut data = BytesMut::new();
-        let mut first: Option<Bytes> = None;
-        let mut text = Vec::new();
+        let mut gather = Gather::default();
         while let Some(event) = self.next().await {
-            match event? {
-                // One piece is kept as is (no copy); more are joined.
-                ResponseEvent::Data(piece) => match first.take() {
-                    None if data.is_empty() => first = Some(piece),
-                    held => {
-                        if let Some(held) = held {
-                            data.extend_from_slice(&held);
-                        }
-                        data.extend_from_slice(&piece);
-                    }
-                },
-                ResponseEvent::Text(atoms) => text.push(atoms),
-            }
+            gather.add(event?);
         }
-        let data = match first {
-            Some(first) => first,
-            None => data.freeze(),
-        };
-        Ok(Response { data, text })
+        Ok(gather.finish())
     }
 
     fn poll_next_event(
@@ -206,12 +236,12 @@ impl ResponseStream {
             return Poll::Ready(None);
         }
         loop {
-            let item = match self.rx.poll_recv(cx) {
+            let popped = match self.rx.poll_pop(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(item) => item,
+                Poll::Ready(popped) => popped,
             };
-            return Poll::Ready(match item {
-                Some(Item::Data(data, eos)) => {
+            return Poll::Ready(match popped {
+                Popped::Item(_, Item::Data(data, eos)) => {
                     self.finished = eos;
                     if data.is_empty() && eos {
                         return Poll::Ready(None);
@@ -221,16 +251,14 @@ impl ResponseStream {
                     }
                     Some(Ok(ResponseEvent::Data(data)))
                 }
-                Some(Item::Text(atoms)) => Some(Ok(ResponseEvent::Text(atoms))),
-                Some(Item::Failed(e)) => {
+                Popped::Item(_, Item::Text(atoms)) => Some(Ok(ResponseEvent::Text(atoms))),
+                Popped::Item(_, Item::Failed(e)) | Popped::Evicted(e) => {
                     self.finished = true;
                     Some(Err(e))
                 }
-                None => {
+                Popped::Closed => {
                     self.finished = true;
-                    Some(Err(Error::closed(
-                        "the exchange ended before the response was complete",
-                    )))
+                    Some(Err(ended_early()))
                 }
             });
         }
@@ -245,6 +273,245 @@ impl Stream for ResponseStream {
     }
 }
 
+/// Something one call of a [`Batch`] says.
+#[derive(Debug)]
+pub enum BatchEvent {
+    /// Response bytes, decoded, as they arrived.
+    Data(Bytes),
+    /// Text for people.
+    Text(Vec<TextAtom>),
+    /// The response is complete; nothing follows for this call.
+    End,
+    /// The response failed (the command failed on the server, the server broke the
+    /// protocol, the connection ended early); nothing follows for this call.
+    Failed(Error),
+}
+
+/// The responses to several calls, for one consumer: the events of all of them, each
+/// tagged with its call's index (its place in the `Vec` of calls), in the order they
+/// arrive.
+///
+/// Every call ends with exactly one [`BatchEvent::End`] or [`BatchEvent::Failed`];
+/// [`Self::next`] returns `None` once every call has ended. Since one consumer takes
+/// every event, no response can wait for another: while the batch is read, the exchange
+/// goes on; while it is not, the client stops reading from the server once
+/// [`ClientOptions::set_response_queue`] events wait (back-pressure, memory bounded).
+/// Dropping it abandons the calls (the exchange ends once nobody listens).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), hgframe_engine::Error> {
+/// use hgframe_engine::{bytestream::Connection, BatchEvent, Call, ClientOptions};
+/// let conn = Connection::connect_tcp("127.0.0.1:9000", ClientOptions::default()).await?;
+/// let calls = (0..1000).map(|i| Call::new("echo").arg("i", i.to_string())).collect();
+/// let mut batch = conn.call_many(calls);
+/// while let Some((index, event)) = batch.next().await {
+///     match event {
+///         BatchEvent::Data(bytes) => println!("call {index}: {} bytes", bytes.len()),
+///         BatchEvent::Failed(e) => eprintln!("call {index} failed: {e}"),
+///         BatchEvent::Text(_) | BatchEvent::End => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Batch {
+    rx: Receiver,
+    ended: Vec<bool>,
+    remaining: usize,
+    /// An `End` owed to this call (its last data came with `eos`).
+    owed_end: Option<usize>,
+    /// Why every call not ended yet fails, and the next index to look at.
+    failing: Option<(Error, usize)>,
+}
+
+impl Batch {
+    pub(crate) fn new(rx: Receiver, len: usize) -> Self {
+        Self {
+            rx,
+            ended: vec![false; len],
+            remaining: len,
+            owed_end: None,
+            failing: None,
+        }
+    }
+
+    /// How many calls the batch has.
+    pub fn len(&self) -> usize {
+        self.ended.len()
+    }
+
+    /// Whether the batch has no calls.
+    pub fn is_empty(&self) -> bool {
+        self.ended.is_empty()
+    }
+
+    /// The next event of any call, with the call's index; `None` once every call has
+    /// ended. Cancel-safe.
+    pub async fn next(&mut self) -> Option<(usize, BatchEvent)> {
+        std::future::poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Gathers every response, in the order of the calls. Holds them all: use
+    /// [`Self::next`] to handle each piece as it comes instead.
+    pub async fn collect(mut self) -> Vec<Result<Response, Error>> {
+        let mut gathered: Vec<Option<Result<Gather, Error>>> = (0..self.len())
+            .map(|_| Some(Ok(Gather::default())))
+            .collect();
+        let mut done: Vec<Option<Result<Response, Error>>> =
+            (0..self.len()).map(|_| None).collect();
+        while let Some((index, event)) = self.next().await {
+            let (Some(slot), Some(out)) = (gathered.get_mut(index), done.get_mut(index)) else {
+                continue;
+            };
+            match event {
+                BatchEvent::Data(data) => {
+                    if let Some(Ok(g)) = slot {
+                        g.add(ResponseEvent::Data(data));
+                    }
+                }
+                BatchEvent::Text(atoms) => {
+                    if let Some(Ok(g)) = slot {
+                        g.add(ResponseEvent::Text(atoms));
+                    }
+                }
+                BatchEvent::End => {
+                    if let Some(Ok(g)) = slot.take() {
+                        *out = Some(Ok(g.finish()));
+                    }
+                }
+                BatchEvent::Failed(e) => {
+                    slot.take();
+                    *out = Some(Err(e));
+                }
+            }
+        }
+        done.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ended_early())))
+            .collect()
+    }
+
+    /// Marks `index` ended; false if it already was (or is not a call of the batch).
+    fn end(&mut self, index: usize) -> bool {
+        match self.ended.get_mut(index) {
+            Some(ended) if !*ended => {
+                *ended = true;
+                self.remaining -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, BatchEvent)>> {
+        if let Some(index) = self.owed_end.take() {
+            if self.end(index) {
+                return Poll::Ready(Some((index, BatchEvent::End)));
+            }
+        }
+        loop {
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            if let Some((error, next)) = &mut self.failing {
+                let from = *next;
+                let Some(index) = (from..self.ended.len())
+                    .find(|&i| self.ended.get(i).is_some_and(|ended| !ended))
+                else {
+                    return Poll::Ready(None);
+                };
+                *next = index + 1;
+                let error = error.duplicate();
+                self.end(index);
+                return Poll::Ready(Some((index, BatchEvent::Failed(error))));
+            }
+            let popped = match self.rx.poll_pop(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(popped) => popped,
+            };
+            let (index, item) = match popped {
+                Popped::Item(index, item) => (index, item),
+                Popped::Evicted(e) => {
+                    self.failing = Some((e, 0));
+                    continue;
+                }
+                Popped::Closed => {
+                    self.failing = Some((ended_early(), 0));
+                    continue;
+                }
+            };
+            if self.ended.get(index) != Some(&false) {
+                continue;
+            }
+            let event = match item {
+                Item::Data(data, eos) => {
+                    if data.is_empty() {
+                        if eos {
+                            self.end(index);
+                            BatchEvent::End
+                        } else {
+                            continue;
+                        }
+                    } else {
+                        if eos {
+                            self.owed_end = Some(index);
+                        }
+                        BatchEvent::Data(data)
+                    }
+                }
+                Item::Text(atoms) => BatchEvent::Text(atoms),
+                Item::Failed(e) => {
+                    self.end(index);
+                    BatchEvent::Failed(e)
+                }
+            };
+            return Poll::Ready(Some((index, event)));
+        }
+    }
+}
+
+impl Stream for Batch {
+    type Item = (usize, BatchEvent);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_event(cx)
+    }
+}
+
+/// Where calls go to a driver: each becomes a [`ResponseStream`] or part of a
+/// [`Batch`]. Queuing never waits; the driver issues them as its window allows.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct CallQueue {
+    tx: mpsc::UnboundedSender<NewCall>,
+    budget: Arc<Budget>,
+}
+
+impl CallQueue {
+    /// Queues one call.
+    pub fn call(&self, call: Call) -> Result<ResponseStream, Error> {
+        let rx = Queue::open(&self.budget);
+        let events = Sink::new(&rx, 0);
+        self.tx
+            .send(NewCall { call, events })
+            .map_err(|_| Error::closed("the connection has ended"))?;
+        Ok(ResponseStream::new(rx))
+    }
+
+    /// Queues several calls, answered as one batch. If the driver has ended, every call
+    /// fails.
+    pub fn call_many(&self, calls: Vec<Call>) -> Batch {
+        let rx = Queue::open(&self.budget);
+        let len = calls.len();
+        for (index, call) in calls.into_iter().enumerate() {
+            let events = Sink::new(&rx, index);
+            // If the driver has ended, the call (and its sink) is dropped here; the batch
+            // then reports the early end for it.
+            let _ = self.tx.send(NewCall { call, events });
+        }
+        Batch::new(rx, len)
+    }
+}
+
 /// Settings of a client: [`crate::bytestream::Connection`], and the HTTP client of
 /// `hgframe-http`.
 #[derive(Debug, Clone)]
@@ -255,6 +522,7 @@ pub struct ClientOptions {
     http2_prior_knowledge: bool,
     reactor: ClientConfig,
     response_queue: usize,
+    response_buffer: usize,
     transmit_chunk: usize,
     window: usize,
 }
@@ -268,6 +536,7 @@ impl Default for ClientOptions {
             http2_prior_knowledge: false,
             reactor: ClientConfig::default(),
             response_queue: 32,
+            response_buffer: 256 << 20,
             transmit_chunk: 64 << 10,
             window: 64,
         }
@@ -307,9 +576,21 @@ impl ClientOptions {
         &mut self.reactor
     }
 
-    /// Events queued per response stream, default 32 (each at most one frame's data).
+    /// Events that may wait in a response stream or a batch, default 32 (each at most
+    /// one frame's data), before the client stops reading from the server until they
+    /// are read: back-pressure on a slow reader.
     pub fn set_response_queue(&mut self, n: usize) -> &mut Self {
         self.response_queue = n.max(1);
+        self
+    }
+
+    /// The most bytes of responses not read yet that the client holds for one exchange
+    /// (a byte-stream connection, an HTTP exchange), default 256 MiB. It is reached only
+    /// when responses are read out of order (one stream waits while others are not read;
+    /// see [the rule](crate#reading-responses)): the response holding
+    /// the most then fails with an error saying so.
+    pub fn set_response_buffer(&mut self, bytes: usize) -> &mut Self {
+        self.response_buffer = bytes.max(1);
         self
     }
 
@@ -335,20 +616,22 @@ impl ClientOptions {
         }
     }
 
-    /// A driver for one exchange's calls (`calls`), and the accept list it offers.
+    /// A driver for one exchange, where its calls go, and the accept list it offers.
     #[doc(hidden)]
-    pub fn new_driver(
-        &self,
-        calls: mpsc::Receiver<NewCall>,
-        full_duplex: bool,
-    ) -> (Driver, String) {
+    pub fn new_driver(&self, full_duplex: bool) -> (Driver, CallQueue, String) {
         let reactor = ClientReactor::new(self.reactor.clone());
         let accepts = self.accept_list(&reactor);
         let window = if full_duplex { self.window } else { usize::MAX };
-        (
-            Driver::new(reactor, calls, window, self.transmit_chunk),
-            accepts,
-        )
+        let budget = Budget::new(self.response_queue, self.response_buffer);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(
+            reactor,
+            rx,
+            Arc::clone(&budget),
+            window,
+            self.transmit_chunk,
+        );
+        (driver, CallQueue { tx, budget }, accepts)
     }
 
     /// The URL prefix HTTP clients use.
@@ -366,29 +649,18 @@ impl ClientOptions {
         self.http2_prior_knowledge
     }
 
-    /// Events queued per response stream.
+    /// Events that may wait in a response stream or a batch.
     pub fn response_queue(&self) -> usize {
         self.response_queue
+    }
+
+    /// The most bytes of unread responses held for one exchange.
+    pub fn response_buffer(&self) -> usize {
+        self.response_buffer
     }
 
     /// The largest frame payload the client reads.
     pub fn max_frame_payload(&self) -> usize {
         self.reactor.max_frame_payload()
     }
-}
-
-/// Queues `calls` for a driver; returns their response streams.
-pub fn queue_calls(
-    calls: Vec<Call>,
-    response_queue: usize,
-) -> (mpsc::Receiver<NewCall>, Vec<ResponseStream>) {
-    let (tx, rx) = mpsc::channel(calls.len().max(1));
-    let mut streams = Vec::with_capacity(calls.len());
-    for call in calls {
-        let (events, events_rx) = mpsc::channel(response_queue);
-        // The queue was made large enough for every call.
-        let _ = tx.try_send(NewCall { call, events });
-        streams.push(ResponseStream::new(events_rx));
-    }
-    (rx, streams)
 }

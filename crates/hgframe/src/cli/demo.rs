@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hgframe::commands::FileCommands;
 use hgframe_http::{
-    serve, Call, Client, ClientOptions, ExchangeStats, HgFrameService, Permission, Registry,
-    ServerConfig,
+    serve, BatchEvent, Call, Client, ClientOptions, ExchangeStats, HgFrameService, Permission,
+    Registry, ServerConfig,
 };
 use hgframe_stream::{EncodingSettings, OutgoingStream, Profiles, Side};
 use hgframe_wire::{FrameType, RequestId, StreamId};
@@ -90,30 +90,41 @@ async fn demo(root: PathBuf, level: i32) -> CliResult {
         .iter()
         .map(|p| Call::new("cat").arg("path", p.clone()))
         .collect();
-    let streams = client
+    let mut batch = client
         .call_many(Permission::ReadOnly, calls)
         .await
         .map_err(Failure::bad)?;
-    // Every response is read at once (each in its own task), so none waits for another.
-    let mut fetching = tokio::task::JoinSet::new();
-    for (index, stream) in streams.into_iter().enumerate() {
-        fetching.spawn(async move { (index, stream.collect().await) });
-    }
+    // One consumer takes the events of every response as they arrive, so none waits
+    // for another; each file is checked as soon as it is complete.
+    let mut pieces: Vec<BytesMut> = vec![BytesMut::new(); paths.len()];
     let mut progress = Progress::new(paths.len());
     let mut raw_bytes = 0u64;
     let mut alone_bytes = 0u64;
-    while let Some(joined) = fetching.join_next().await {
-        let (index, answer) = joined.map_err(|e| Failure::bad(format!("fetching failed: {e}")))?;
+    while let Some((index, event)) = batch.next().await {
         let path = paths.get(index).map_or("?", String::as_str);
-        let answer = answer.map_err(|e| Failure::bad(format!("{path}: {e}")))?;
-        let local = std::fs::read(root.join(path))
-            .map_err(|e| Failure::bad(format!("cannot read {path} locally: {e}")))?;
-        if answer.data != local {
-            return Err(Failure::bad(format!("{path} did not arrive intact")));
+        match event {
+            BatchEvent::Data(data) => {
+                if let Some(piece) = pieces.get_mut(index) {
+                    piece.extend_from_slice(&data);
+                }
+            }
+            BatchEvent::Text(_) => {}
+            BatchEvent::Failed(e) => return Err(Failure::bad(format!("{path}: {e}"))),
+            BatchEvent::End => {
+                let answer = pieces
+                    .get_mut(index)
+                    .map(BytesMut::split)
+                    .unwrap_or_default();
+                let local = std::fs::read(root.join(path))
+                    .map_err(|e| Failure::bad(format!("cannot read {path} locally: {e}")))?;
+                if answer != local {
+                    return Err(Failure::bad(format!("{path} did not arrive intact")));
+                }
+                raw_bytes += local.len() as u64;
+                alone_bytes += compressed_alone(Bytes::from(local), level)?;
+                progress.advance();
+            }
         }
-        raw_bytes += local.len() as u64;
-        alone_bytes += compressed_alone(Bytes::from(local), level)?;
-        progress.advance();
     }
     let elapsed = started.elapsed();
     progress.finish();
