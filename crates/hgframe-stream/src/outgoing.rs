@@ -221,7 +221,7 @@ impl OutgoingStream {
     /// without its history), and its frames go out only once the whole piece (at most
     /// 16 MiB at a time) is encoded. It is taken only when a whole block (at most
     /// [`OutgoingStream::max_frame_raw_len`] raw bytes) is sure to fit one frame, for
-    /// zstd with the default 128 KiB from a frame size of 131,867 bytes on; frames then
+    /// zstd with the default 128 KiB from a frame size of 132,635 bytes on; frames then
     /// end between blocks, so each decodes on arrival. With smaller frames the data goes
     /// through the streaming path. `usize::MAX` turns this off.
     pub fn set_one_pass_min_len(&mut self, n: usize) {
@@ -291,7 +291,7 @@ impl OutgoingStream {
     /// encoded frame decodes on arrival. A stream with no encoding returns the frame
     /// size.
     ///
-    /// With zstd-8mb and the default 32768-byte frames this is 32,552 bytes; a frame
+    /// With zstd-8mb and the default 32768-byte frames this is 32,363 bytes; a frame
     /// size too small to hold even one byte's worst case (under 28 bytes for zstd) gives
     /// 1, and then a flush may span `continuation` frames.
     pub fn max_flush_raw_len(&self) -> usize {
@@ -349,16 +349,25 @@ impl OutgoingStream {
         let id = self.id;
         let flush_len = self.max_flush_raw_len();
         let segment_len = SEGMENT_ENCODED_LEN.max(self.max_frame_size.saturating_mul(2));
+        if self.encoder.is_none() {
+            return self.cut(request, frame_type, data, eos, false, out);
+        }
         let mut rest = data;
         // Encoded bytes not yet in frames, and where each flush in them ends.
         let mut buf: Vec<u8> = Vec::new();
         let mut boundaries: Vec<Boundary> = Vec::new();
         let mut decoded = 0usize;
         while !rest.is_empty() {
-            let chunk = rest.split_to(flush_len.min(rest.len()));
             let Some(encoder) = self.encoder.as_mut() else {
-                return self.cut(request, frame_type, chunk, eos, false, out);
+                // Checked above; a stream's encoder goes only in `end`.
+                return Err(StreamError::Encoding {
+                    id,
+                    source: crate::EncodingError::Compressor {
+                        message: "the stream lost its encoder".into(),
+                    },
+                });
             };
+            let chunk = rest.split_to(flush_len.min(rest.len()));
             if buf.capacity() == 0 {
                 buf.reserve(segment_len.saturating_add(encoder.max_encoded_len(flush_len)));
             }
@@ -943,11 +952,11 @@ mod tests {
             &EncodingSettings::new("zstd-8mb"),
         )
         .unwrap();
-        assert_eq!(s.max_flush_raw_len(), 32_552);
+        assert_eq!(s.max_flush_raw_len(), 32_363);
         assert!(!s.one_pass_fits());
-        s.set_max_frame_size(131_866);
+        s.set_max_frame_size(132_634);
         assert!(!s.one_pass_fits());
-        s.set_max_frame_size(131_867);
+        s.set_max_frame_size(132_635);
         assert!(s.one_pass_fits());
         assert_eq!(s.max_flush_raw_len(), DEFAULT_MAX_FRAME_RAW_LEN);
         s.set_max_frame_size(28);

@@ -206,9 +206,10 @@ impl ContentEncoder for ZstdEncoder {
     /// last block), a frame header (at most 18 bytes), and blocks whose contents are
     /// never larger than their raw data (zstd stores a block raw when compressing does
     /// not pay), each with a 3-byte header. zstd splits a flush of up to 128 KiB into
-    /// at most two blocks before compressing (pre-splitting), and at levels with block
-    /// splitting into at most one block per 300 sequences (900 bytes or more) after;
-    /// the bound allows one block per 512 bytes, plus two.
+    /// at most two blocks before compressing (pre-splitting), and, at the levels that
+    /// split blocks after finding sequences, into parts of at least 150 sequences (450
+    /// bytes or more), and then only where that makes the output smaller; the bound
+    /// allows one block per 256 bytes, plus two.
     fn max_encoded_len(&self, input_len: usize) -> usize {
         flush_bound(input_len)
     }
@@ -246,7 +247,9 @@ impl ContentEncoder for ZstdEncoder {
         let frame_start = out.len();
         // With room for the worst case, zstd compresses straight from the input
         // (ZSTD_e_end on a fresh frame with enough output).
-        out.reserve(self.max_encoded_len(input.len()));
+        out.reserve(
+            zstd_safe::compress_bound(input.len()).max(self.max_encoded_len(input.len())) + 32,
+        );
         let mut src = InBuffer::around(input);
         loop {
             reserve_some(out, MIN_OUTPUT_STEP);
@@ -291,7 +294,7 @@ impl ContentEncoder for ZstdEncoder {
 
 /// See [`ZstdEncoder`]'s `max_encoded_len`.
 fn flush_bound(input_len: usize) -> usize {
-    let blocks = input_len / 512 + 2;
+    let blocks = input_len / 256 + 2;
     input_len
         .saturating_add(blocks.saturating_mul(BLOCK_HEADER_LEN))
         .saturating_add(FRAME_HEADER_MAX + BLOCK_HEADER_LEN)
