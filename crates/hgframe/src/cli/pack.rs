@@ -165,11 +165,15 @@ pub(crate) fn pack(args: PackArgs) -> CliResult {
         }
     }
 
-    // One stream reads stdin as it comes; several need the size to cut the parts.
+    if count == 1 {
+        if let Some(stream) = streams.pop() {
+            return pack_one(stream, &Source::Stdin);
+        }
+    }
+    // Several streams need the size to cut the parts.
     let (source, total) = match stdin_file() {
-        Some((file, len)) if count > 1 => (Source::File(Arc::new(file)), len),
-        _ if count == 1 => (Source::Stdin, 0),
-        _ => {
+        Some((file, len)) => (Source::File(Arc::new(file)), len),
+        None => {
             let (file, len) = spill_stdin()?;
             (Source::File(Arc::new(file)), len)
         }
@@ -214,20 +218,18 @@ pub(crate) fn pack(args: PackArgs) -> CliResult {
         .collect();
 
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let result = ParallelEncoder::new()
-        .batch_bytes(64 * 1024)
-        .run(jobs, |frame: Frame| {
-            let (header, payload) = frame.to_parts();
-            let written = stdout
-                .write_all(&header)
-                .and_then(|()| stdout.write_all(&payload));
-            if written.is_err() {
-                gate.open();
-            } else if frame.known_type() == Some(FrameType::BytesResponse) {
-                gate.seen(usize::from(frame.stream_id().0.saturating_sub(2) / 2));
-            }
-            written
-        });
+    let result = ParallelEncoder::new().run(jobs, |frame: Frame| {
+        let (header, payload) = frame.to_parts();
+        let written = stdout
+            .write_all(&header)
+            .and_then(|()| stdout.write_all(&payload));
+        if written.is_err() {
+            gate.open();
+        } else if frame.known_type() == Some(FrameType::BytesResponse) {
+            gate.seen(usize::from(frame.stream_id().0.saturating_sub(2) / 2));
+        }
+        written
+    });
     if let Some(io) = read_error
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -254,9 +256,7 @@ impl From<StreamError> for PartError {
     }
 }
 
-/// Pushes one part, [`PUSH_LEN`] bytes at a time, `eos` on the last push (an empty part
-/// is one empty `eos` frame). One buffer is read ahead, to know which push is the last;
-/// the two buffers are reused once the stream is done with their bytes.
+/// Pushes one part through a worker's writer, piece by piece.
 fn push_part(
     w: &mut StreamWriter<'_>,
     request: RequestId,
@@ -264,40 +264,117 @@ fn push_part(
     start: u64,
     end: u64,
 ) -> Result<(), PartError> {
-    let mut at = start;
-    let mut read = |buf: &mut BytesMut| -> Result<Bytes, PartError> {
-        buf.clear();
-        buf.reserve(PUSH_LEN);
-        buf.resize(PUSH_LEN, 0);
-        let n = match source {
-            Source::Stdin => read_full(&mut std::io::stdin().lock(), buf),
-            Source::File(file) => {
-                let want =
-                    usize::try_from(end.saturating_sub(at)).map_or(PUSH_LEN, |r| r.min(PUSH_LEN));
-                read_full_at(file, buf.get_mut(..want).unwrap_or_default(), at)
-            }
+    let mut reader = PartReader::new(source, start, end);
+    while let Some((piece, last)) = reader.next().map_err(PartError::Read)? {
+        w.push_data(request, FrameType::BytesResponse, piece, last)?;
+    }
+    Ok(())
+}
+
+/// One part of the input, in pieces of [`PUSH_LEN`] bytes. One piece is read ahead, to
+/// know which is the last; the two buffers are reused once the stream is done with
+/// their bytes.
+struct PartReader<'a> {
+    source: &'a Source,
+    at: u64,
+    end: u64,
+    buffers: [BytesMut; 2],
+    turn: usize,
+    ahead: Option<Bytes>,
+    done: bool,
+}
+
+impl<'a> PartReader<'a> {
+    /// The range `start..end` of a file source (ignored for stdin, read to its end).
+    fn new(source: &'a Source, start: u64, end: u64) -> Self {
+        Self {
+            source,
+            at: start,
+            end,
+            buffers: [BytesMut::new(), BytesMut::new()],
+            turn: 0,
+            ahead: None,
+            done: false,
         }
-        .map_err(PartError::Read)?;
-        at += n as u64;
-        buf.truncate(n);
-        Ok(buf.split().freeze())
-    };
-    let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-    let mut current = read(&mut a)?;
-    loop {
+    }
+
+    /// The next piece, and whether it is the last (an empty part is one empty piece).
+    fn next(&mut self) -> std::io::Result<Option<(Bytes, bool)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let current = match self.ahead.take() {
+            Some(piece) => piece,
+            None => self.read_piece()?,
+        };
         let next = if current.is_empty() {
             Bytes::new()
         } else {
-            read(&mut b)?
+            self.read_piece()?
         };
         let last = next.is_empty();
-        w.push_data(request, FrameType::BytesResponse, current, last)?;
         if last {
-            return Ok(());
+            self.done = true;
+        } else {
+            self.ahead = Some(next);
         }
-        current = next;
-        std::mem::swap(&mut a, &mut b);
+        Ok(Some((current, last)))
     }
+
+    fn read_piece(&mut self) -> std::io::Result<Bytes> {
+        self.turn ^= 1;
+        let Some(buf) = self.buffers.get_mut(self.turn) else {
+            return Ok(Bytes::new());
+        };
+        // Reclaims the buffer's memory once the previous piece read into it is gone.
+        buf.clear();
+        buf.reserve(PUSH_LEN);
+        buf.resize(PUSH_LEN, 0);
+        let n = match self.source {
+            Source::Stdin => read_full(&mut std::io::stdin().lock(), buf)?,
+            Source::File(file) => {
+                let want = usize::try_from(self.end.saturating_sub(self.at))
+                    .map_or(PUSH_LEN, |r| r.min(PUSH_LEN));
+                read_full_at(file, buf.get_mut(..want).unwrap_or_default(), self.at)?
+            }
+        };
+        self.at += n as u64;
+        buf.truncate(n);
+        Ok(buf.split().freeze())
+    }
+}
+
+/// One stream: on this thread, no hand-over between threads. Frames are written as the
+/// pushes make them, but the last, kept to be marked `stream-end`.
+fn pack_one(mut stream: OutgoingStream, source: &Source) -> CliResult {
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut reader = PartReader::new(source, 0, 0);
+    let mut frames = Vec::new();
+    while let Some((piece, last)) = reader
+        .next()
+        .map_err(|e| Failure::bad(format!("cannot read the input: {e}")))?
+    {
+        stream
+            .push_data(
+                RequestId(1),
+                FrameType::BytesResponse,
+                piece,
+                last,
+                &mut frames,
+            )
+            .map_err(Failure::bad)?;
+        if last {
+            stream.end(&mut frames).map_err(Failure::bad)?;
+        }
+        let ready = frames.len() - usize::from(!last).min(frames.len());
+        for frame in frames.drain(..ready) {
+            let (header, payload) = frame.to_parts();
+            stdout.write_all(&header)?;
+            stdout.write_all(&payload)?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
 }
 
 /// Reads until `buf` is full or the input ends; the number of bytes read.
