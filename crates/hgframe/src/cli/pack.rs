@@ -141,6 +141,23 @@ impl StartGate {
     }
 }
 
+/// Opens a [`StartGate`] when dropped, unless disarmed.
+struct OpenOnDrop<'a>(Option<&'a StartGate>);
+
+impl OpenOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0 {
+            gate.open();
+        }
+    }
+}
+
 pub(crate) fn pack(args: PackArgs) -> CliResult {
     let profiles = Profiles::default();
     let settings = EncodingSettings::new(args.encoding.as_str()).with_level(args.level);
@@ -195,16 +212,19 @@ pub(crate) fn pack(args: PackArgs) -> CliResult {
             let (source, gate, read_error) = (source.clone(), gate.clone(), read_error.clone());
             let job = move |w: &mut StreamWriter<'_>| -> Result<(), StreamError> {
                 gate.wait(i);
+                // Opens the gate unless the job succeeds (an error, or a panic that
+                // unwinds): the workers waiting for this stream must not wait forever.
+                let guard = OpenOnDrop(Some(&gate));
                 let result = push_part(w, request, &source, start, end)
                     .and_then(|()| w.end().map_err(PartError::from));
-                if let Err(e) = &result {
-                    if let PartError::Read(io) = e {
-                        let mut slot = read_error
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        slot.get_or_insert(std::io::Error::new(io.kind(), io.to_string()));
-                    }
-                    gate.open();
+                if let Err(PartError::Read(io)) = &result {
+                    let mut slot = read_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    slot.get_or_insert(std::io::Error::new(io.kind(), io.to_string()));
+                }
+                if result.is_ok() {
+                    guard.disarm();
                 }
                 result.map_err(|e| match e {
                     PartError::Stream(e) => e,
