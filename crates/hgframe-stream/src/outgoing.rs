@@ -367,10 +367,15 @@ impl OutgoingStream {
                     },
                 });
             };
-            let chunk = rest.split_to(flush_len.min(rest.len()));
-            if buf.capacity() == 0 {
-                buf.reserve(segment_len.saturating_add(encoder.max_encoded_len(flush_len)));
+            if buf.capacity() == buf.len() {
+                // Room for a segment, or for all that is left if less (a small message
+                // must not reserve a segment sized for 16 MiB frames).
+                let want = encoder
+                    .max_encoded_len(rest.len())
+                    .min(segment_len.saturating_add(encoder.max_encoded_len(flush_len)));
+                buf.reserve(want);
             }
+            let chunk = rest.split_to(flush_len.min(rest.len()));
             encoder
                 .encode_flush(&chunk, &mut buf)
                 .map_err(|source| StreamError::Encoding { id, source })?;
@@ -398,7 +403,7 @@ impl OutgoingStream {
                 // The last frame's worth may take more flushes: carried to the next
                 // segment (a copy of less than a frame).
                 let tail = encoded.get(done..).unwrap_or_default();
-                buf.reserve(segment_len.saturating_add(tail.len()));
+                buf.reserve(tail.len());
                 buf.extend_from_slice(tail);
                 boundaries.retain(|b| b.encoded_end > done);
                 for b in &mut boundaries {
