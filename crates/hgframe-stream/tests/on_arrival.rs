@@ -493,3 +493,44 @@ proptest! {
         check_streaming(&input, &pushes, max, level);
     }
 }
+
+#[test]
+fn decoding_into_a_reused_buffer_gives_the_same_bytes() {
+    let input = mixed(700_000, 12);
+    let mut s = stream(2, 32768, 3);
+    let mut out = Vec::new();
+    push(&mut s, 1, &input[..300_000], false, &mut out);
+    s.push_raw_data(
+        RequestId(1),
+        FrameType::BytesResponse,
+        Bytes::copy_from_slice(&input[300_000..310_000]),
+        false,
+        &mut out,
+    )
+    .unwrap();
+    push(&mut s, 1, &input[310_000..], true, &mut out);
+    s.end(&mut out).unwrap();
+    let mut incoming =
+        IncomingStreams::new(Side::Client, Profiles::default(), DecodeLimits::default());
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    let mut capacities = BTreeSet::new();
+    for f in out {
+        let encoded = f.stream_flags().contains(StreamFlags::ENCODED);
+        let Some(f) = incoming.on_frame_into(f, &mut buf).unwrap() else {
+            continue;
+        };
+        assert!(!f.stream_flags().contains(StreamFlags::ENCODED));
+        if encoded {
+            assert!(f.payload().is_empty());
+            got.extend_from_slice(&buf);
+            capacities.insert(buf.capacity());
+        } else {
+            assert!(buf.is_empty());
+            got.extend_from_slice(f.payload());
+        }
+    }
+    assert!(got == input);
+    // One buffer, grown a few times at most, not one allocation per frame.
+    assert!(capacities.len() <= 4, "{capacities:?}");
+}

@@ -8,8 +8,8 @@
 //!   unlinked temporary file, as the parts must be cut by size), and the workers'
 //!   frames interleave on stdout. Stream `k` starts only once the data of every lower
 //!   stream has reached stdout, so requests first appear in ascending order.
-//! - `unpack` reads frames in pieces, and writes the lowest request's bytes as they are
-//!   decoded. Requests whose data arrives while a lower one is still being written are
+//! - `unpack` reads frames in pieces, decodes each into one reused buffer, and writes the
+//!   lowest request's bytes as they are decoded. Requests whose data arrives while a lower one is still being written are
 //!   buffered, up to [`BUFFERED_MAX`] bytes in memory, then in an unlinked temporary
 //!   file.
 
@@ -609,6 +609,7 @@ pub(crate) fn unpack(args: UnpackArgs) -> CliResult {
         held_memory: 0,
     };
     let mut buf = BytesMut::with_capacity(READ_LEN);
+    let mut decoded = Vec::new();
     let (mut n, mut offset) = (0u64, 0u64);
     let mut eof = false;
     loop {
@@ -638,7 +639,7 @@ pub(crate) fn unpack(args: UnpackArgs) -> CliResult {
         n += 1;
         let where_ = || format!("frame {this} at byte offset {at}");
         let Some(frame) = streams
-            .on_frame(frame)
+            .on_frame_into(frame, &mut decoded)
             .map_err(|e| Failure::bad(format!("{}: {e}", where_())))?
         else {
             continue; // stream-settings
@@ -653,10 +654,16 @@ pub(crate) fn unpack(args: UnpackArgs) -> CliResult {
                 where_()
             )));
         }
+        // An encoded frame's data is in `decoded` (one buffer for the whole run).
+        let data: &[u8] = if decoded.is_empty() {
+            frame.payload()
+        } else {
+            &decoded
+        };
         responses
             .on_data(
                 frame.request_id().0,
-                frame.payload(),
+                data,
                 flags.contains(BytesResponseFlags::EOS),
             )
             .map_err(|e| match e {
