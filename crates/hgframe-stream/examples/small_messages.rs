@@ -8,7 +8,7 @@
 //! cargo run --release -p hgframe-stream --example small_messages -- /work/corpus [LEVEL]
 //! ```
 //!
-//! The corpus is what `shared/bench/make-corpus.sh` builds: the `.py` files of
+//! The corpus is what the benchmark corpus script builds: the `.py` files of
 //! `small/` (each file one message) and the first 20,000 lines of `records.jsonl`
 //! (each JSON record one message). Without a corpus directory, generated messages are
 //! used.
