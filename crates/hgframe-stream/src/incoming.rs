@@ -137,6 +137,32 @@ impl IncomingStreams {
     /// A stream whose payload failed to decode is forgotten: its later frames are
     /// [`StreamError::ClosedStream`].
     pub fn on_frame(&mut self, frame: Frame) -> Result<Option<Frame>, StreamError> {
+        self.receive(frame, None)
+    }
+
+    /// [`IncomingStreams::on_frame`], decoding into a buffer the caller keeps from
+    /// frame to frame instead of a new allocation per frame, for a receiver that copies
+    /// the data on (to a file, a socket) and can reuse one buffer.
+    ///
+    /// `decoded` is cleared first. For a frame with `encoded`, its decoded payload is
+    /// put in `decoded` and the frame comes back with the `encoded` flag cleared and an
+    /// empty payload; any other frame comes back as from `on_frame` and `decoded` stays
+    /// empty. So the frame's data is `decoded` when it is not empty, else the returned
+    /// frame's payload.
+    pub fn on_frame_into(
+        &mut self,
+        frame: Frame,
+        decoded: &mut Vec<u8>,
+    ) -> Result<Option<Frame>, StreamError> {
+        decoded.clear();
+        self.receive(frame, Some(decoded))
+    }
+
+    fn receive(
+        &mut self,
+        frame: Frame,
+        into: Option<&mut Vec<u8>>,
+    ) -> Result<Option<Frame>, StreamError> {
         let id = frame.stream_id();
         if self.local.owns(id) {
             return Err(StreamError::WrongParity {
@@ -177,7 +203,14 @@ impl IncomingStreams {
             );
         }
         let frame = if flags.contains(StreamFlags::ENCODED) {
-            match self.decode(id, &frame) {
+            let payload = match into {
+                Some(buf) => self.decode(id, &frame, buf).map(|()| Bytes::new()),
+                None => {
+                    let mut buf = Vec::new();
+                    self.decode(id, &frame, &mut buf).map(|()| Bytes::from(buf))
+                }
+            };
+            match payload {
                 Ok(payload) => frame
                     .with_stream_flags(flags - StreamFlags::ENCODED)
                     .with_payload(payload)?,
@@ -241,7 +274,12 @@ impl IncomingStreams {
         })
     }
 
-    fn decode(&mut self, id: StreamId, frame: &Frame) -> Result<Bytes, StreamError> {
+    fn decode(
+        &mut self,
+        id: StreamId,
+        frame: &Frame,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StreamError> {
         let limit = self.limits.max_decoded_frame_len.min(MAX_PAYLOAD_LEN);
         let stream = self
             .streams
@@ -250,9 +288,8 @@ impl IncomingStreams {
         let Some(decoder) = stream.decoder.as_mut().filter(|_| stream.has_settings) else {
             return Err(StreamError::EncodedBeforeSettings { id });
         };
-        let mut out = Vec::new();
-        match decoder.decode(frame.payload(), &mut out, limit) {
-            Ok(()) => Ok(Bytes::from(out)),
+        match decoder.decode(frame.payload(), out, limit) {
+            Ok(()) => Ok(()),
             Err(EncodingError::TooLarge { .. }) => Err(StreamError::DecodedTooLarge { id, limit }),
             Err(source) => Err(StreamError::Corrupt { id, source }),
         }

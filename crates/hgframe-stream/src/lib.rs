@@ -9,8 +9,9 @@
 //! Each stream may apply a *content encoding* ([`encoding`]): its first frame is then a
 //! `stream-settings` frame naming the profile (`zstd-8mb`), and every frame whose
 //! payload went through the encoding carries the `encoded` flag. One compression context
-//! lives for the stream's whole life, across requests, and the encoder flushes at every
-//! frame boundary, so each frame's payload decodes as soon as it arrives. This is why
+//! lives for the stream's whole life, across requests, and every encoded frame ends at a
+//! flush (a zstd block boundary), so each frame's payload decodes as soon as it arrives
+//! (see [`OutgoingStream::max_flush_raw_len`]). This is why
 //! streams exist: a long-lived context compresses many small messages far better than
 //! one context per message, and independent streams compress on several cores at once
 //! ([`parallel`]).

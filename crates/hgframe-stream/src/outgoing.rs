@@ -1,6 +1,16 @@
 //! The sending half of a stream: stamps the stream flags, emits `stream-settings`, cuts
 //! data at the frame size and runs it through the stream's encoder.
 //!
+//! Every encoded frame ends where everything before it decodes (for zstd, on a block
+//! boundary), on every path: the streaming path flushes at most
+//! [`OutgoingStream::max_flush_raw_len`] raw bytes at a time, so that one flush always
+//! fits one frame even for incompressible data, and cuts frames only between flushes;
+//! the one-pass path is taken only when its largest block fits a frame, and cuts between
+//! blocks; pre-compressed data is cut between its blocks. The one exception: a piece
+//! that cannot fit a frame (a frame size under 28 bytes for zstd, or a pre-compressed
+//! block larger than a frame) spans `continuation` frames, and only the last of them
+//! ends where it does.
+//!
 //! ```text
 //!            first push: stream-begin            end(): stream-end on the last frame,
 //!   Idle ------------------------------> Open -----------------------------------> Closed
@@ -34,6 +44,11 @@ pub const DEFAULT_ONE_PASS_MIN_LEN: usize = 1 << 20;
 /// One pass encodes at most this much at once, so that the encoded output held before
 /// the first frame goes out stays bounded.
 const ONE_PASS_SEGMENT_MAX: usize = 16 << 20;
+
+/// The streaming path hands its encoded output over to frames in segments of about this
+/// size (or two frames, if larger), so what one push holds before its frames are cut
+/// stays bounded.
+const SEGMENT_ENCODED_LEN: usize = 256 * 1024;
 
 /// `continuation` and `eos` have the same bits for `bytes-response` and `command-data`.
 const CONTINUATION: u8 = 0x01;
@@ -85,9 +100,9 @@ pub struct OutgoingStream {
     max_frame_size: usize,
     max_frame_raw_len: usize,
     one_pass_min_len: usize,
-    /// Running estimate of encoded bytes per raw byte, to size the next raw piece so its
-    /// encoding fills a frame.
-    ratio: f64,
+    /// See [`OutgoingStream::max_flush_raw_len`], kept up to date while an encoder is
+    /// live.
+    flush_raw_len: usize,
     stats: StreamStats,
 }
 
@@ -137,11 +152,12 @@ impl OutgoingStream {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_frame_raw_len: DEFAULT_MAX_FRAME_RAW_LEN,
             one_pass_min_len: DEFAULT_ONE_PASS_MIN_LEN,
-            ratio: 1.0,
+            flush_raw_len: 1,
             stats: StreamStats::default(),
         };
         // Made now so a bad level fails here rather than at the first push.
         stream.encoder = stream.new_encoder()?;
+        stream.update_flush_raw_len();
         Ok(stream)
     }
 
@@ -179,6 +195,7 @@ impl OutgoingStream {
     /// data that does not fit one frame goes on in `continuation` frames.
     pub fn set_max_frame_size(&mut self, n: usize) {
         self.max_frame_size = n.clamp(1, MAX_PAYLOAD_LEN);
+        self.update_flush_raw_len();
     }
 
     /// Largest number of raw bytes one encoded frame carries (default
@@ -193,6 +210,7 @@ impl OutgoingStream {
     /// (lower latency, lower ratio).
     pub fn set_max_frame_raw_len(&mut self, n: usize) {
         self.max_frame_raw_len = n.max(1);
+        self.update_flush_raw_len();
     }
 
     /// Data pushed in one piece of at least this many bytes (default 1 MiB) is encoded
@@ -201,9 +219,11 @@ impl OutgoingStream {
     /// its ring buffer. The price: the piece is a zstd frame of its own, compressed
     /// without the history of what the stream sent before (and data after it starts
     /// without its history), and its frames go out only once the whole piece (at most
-    /// 16 MiB at a time) is encoded. Frames still end at zstd block boundaries, so
-    /// each decodes on arrival, within [`OutgoingStream::max_frame_raw_len`].
-    /// `usize::MAX` turns this off.
+    /// 16 MiB at a time) is encoded. It is taken only when a whole block (at most
+    /// [`OutgoingStream::max_frame_raw_len`] raw bytes) is sure to fit one frame, for
+    /// zstd with the default 128 KiB from a frame size of 132,635 bytes on; frames then
+    /// end between blocks, so each decodes on arrival. With smaller frames the data goes
+    /// through the streaming path. `usize::MAX` turns this off.
     pub fn set_one_pass_min_len(&mut self, n: usize) {
         self.one_pass_min_len = n;
     }
@@ -256,22 +276,142 @@ impl OutgoingStream {
             return self.cut(request, frame_type, data, eos, false, out);
         }
         if data.len() >= self.one_pass_min_len
+            && self.one_pass_fits()
             && self.push_one_pass(request, frame_type, &data, eos, out)?
         {
             return Ok(());
         }
+        self.push_flushed(request, frame_type, data, eos, out)
+    }
+
+    /// The most raw bytes one flush of the encoder takes: the most whose encoded form
+    /// fits one frame whatever the data, incompressible included (from
+    /// [`ContentEncoder::max_encoded_len`]), and at most
+    /// [`OutgoingStream::max_frame_raw_len`]. Frames end only between flushes, so every
+    /// encoded frame decodes on arrival. A stream with no encoding returns the frame
+    /// size.
+    ///
+    /// With zstd-8mb and the default 32768-byte frames this is 32,363 bytes; a frame
+    /// size too small to hold even one byte's worst case (under 28 bytes for zstd) gives
+    /// 1, and then a flush may span `continuation` frames.
+    pub fn max_flush_raw_len(&self) -> usize {
+        if self.profile.is_identity() {
+            return self.max_frame_size;
+        }
+        self.flush_raw_len
+    }
+
+    /// Computes [`OutgoingStream::max_flush_raw_len`] from the live encoder, if any
+    /// (again when the stream reopens).
+    fn update_flush_raw_len(&mut self) {
+        let Some(encoder) = self.encoder.as_ref() else {
+            return;
+        };
+        let max_frame_size = self.max_frame_size;
+        let fits = |n: usize| encoder.max_encoded_len(n) <= max_frame_size;
+        let (mut lo, mut hi) = (0usize, self.max_frame_raw_len);
+        let len = if fits(hi) {
+            hi
+        } else {
+            // !fits(hi), and fits(lo) unless lo == 0.
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if fits(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo.max(1)
+        };
+        self.flush_raw_len = len;
+    }
+
+    /// Whether one-pass output can be cut at block boundaries only: its largest piece
+    /// between two boundaries (a block decoding to at most `max_frame_raw_len` bytes)
+    /// always fits one frame.
+    fn one_pass_fits(&self) -> bool {
+        self.encoder
+            .as_ref()
+            .is_some_and(|e| e.max_encoded_len(self.max_frame_raw_len) <= self.max_frame_size)
+    }
+
+    /// The streaming path: flushes of at most [`OutgoingStream::max_flush_raw_len`] raw
+    /// bytes, as many per frame as fit, frames ending only between flushes.
+    fn push_flushed(
+        &mut self,
+        request: RequestId,
+        frame_type: FrameType,
+        data: Bytes,
+        eos: bool,
+        out: &mut Vec<Frame>,
+    ) -> Result<(), StreamError> {
+        let id = self.id;
+        let flush_len = self.max_flush_raw_len();
+        let segment_len = SEGMENT_ENCODED_LEN.max(self.max_frame_size.saturating_mul(2));
+        if self.encoder.is_none() {
+            return self.cut(request, frame_type, data, eos, false, out);
+        }
         let mut rest = data;
+        // Encoded bytes not yet in frames, and where each flush in them ends.
+        let mut buf: Vec<u8> = Vec::new();
+        let mut boundaries: Vec<Boundary> = Vec::new();
+        let mut decoded = 0usize;
         while !rest.is_empty() {
-            let chunk = rest.split_to(self.next_raw_len().min(rest.len()));
-            let encoded = self.encode(&chunk)?;
-            self.cut(
+            let Some(encoder) = self.encoder.as_mut() else {
+                // Checked above; a stream's encoder goes only in `end`.
+                return Err(StreamError::Encoding {
+                    id,
+                    source: crate::EncodingError::Compressor {
+                        message: "the stream lost its encoder".into(),
+                    },
+                });
+            };
+            if buf.capacity() == buf.len() {
+                // Room for a segment, or for all that is left if less (a small message
+                // must not reserve a segment sized for 16 MiB frames).
+                let want = encoder
+                    .max_encoded_len(rest.len())
+                    .min(segment_len.saturating_add(encoder.max_encoded_len(flush_len)));
+                buf.reserve(want);
+            }
+            let chunk = rest.split_to(flush_len.min(rest.len()));
+            encoder
+                .encode_flush(&chunk, &mut buf)
+                .map_err(|source| StreamError::Encoding { id, source })?;
+            self.stats.flushes += 1;
+            decoded += chunk.len();
+            boundaries.push(Boundary {
+                encoded_end: buf.len(),
+                decoded_max: decoded,
+            });
+            let last = rest.is_empty();
+            if !last && buf.len() < segment_len {
+                continue;
+            }
+            let encoded = Bytes::from(std::mem::take(&mut buf));
+            let (done, done_decoded) = self.cut_at_boundaries(
                 request,
                 frame_type,
-                encoded,
-                rest.is_empty() && eos,
-                true,
+                &encoded,
+                &boundaries,
+                last && eos,
+                !last,
                 out,
             )?;
+            if !last {
+                // The last frame's worth may take more flushes: carried to the next
+                // segment (a copy of less than a frame).
+                let tail = encoded.get(done..).unwrap_or_default();
+                buf.reserve(tail.len());
+                buf.extend_from_slice(tail);
+                boundaries.retain(|b| b.encoded_end > done);
+                for b in &mut boundaries {
+                    b.encoded_end -= done;
+                    b.decoded_max -= done_decoded;
+                }
+                decoded -= done_decoded;
+            }
         }
         Ok(())
     }
@@ -323,7 +463,12 @@ impl OutgoingStream {
     /// compressing it again; the receiver gets the original bytes.
     ///
     /// How: the encoder ends its current unit (for zstd, the open zstd frame is ended,
-    /// a few bytes), then the compressed bytes follow as they are, cut at the frame size.
+    /// a few bytes), then the compressed bytes follow as they are, cut between their
+    /// blocks ([`Profile::precompressed_boundaries`]): each frame holds as many whole
+    /// blocks as fit, so it decodes on arrival. A block larger than a frame (data
+    /// compressed with 128 KiB blocks, sent in 32 KiB frames) spans `continuation`
+    /// frames, which decode only when its last piece arrives; data made by flushing
+    /// every [`OutgoingStream::max_flush_raw_len`] bytes never has such blocks.
     /// A zstd decoder reads concatenated frames as one stream, so the receiver needs no
     /// notice. The cost: data pushed after this starts a new zstd frame without the
     /// history of what came before. When that matters (many small messages), send the
@@ -358,23 +503,56 @@ impl OutgoingStream {
             encoder.end_unit(&mut epilogue).map_err(encoding)?;
         }
         self.stats.precompressed_bytes += compressed.len() as u64;
+        let mut boundaries = Vec::new();
+        if !self
+            .profile
+            .precompressed_boundaries(&compressed, &mut boundaries)
+            .map_err(encoding)?
+        {
+            boundaries.clear();
+        }
         let mut compressed = compressed;
         if !epilogue.is_empty() {
-            // The end of the previous zstd frame rides in the first frame (a copy of at
-            // most one frame's worth).
+            // The end of the previous zstd frame rides in the first frame, with the
+            // first pieces that fit after it (a copy of less than a frame).
+            let e = epilogue.len();
+            let first = self
+                .furthest_fit(0, 0, e, boundaries.iter().copied())
+                .and_then(|k| boundaries.get(k).copied());
             let mut head = BytesMut::from(&epilogue[..]);
-            let take = self
-                .max_frame_size
-                .saturating_sub(head.len())
-                .min(compressed.len());
-            head.extend_from_slice(&compressed.split_to(take));
+            let (taken, taken_decoded) = first.map_or((0, 0), |b| (b.encoded_end, b.decoded_max));
+            head.extend_from_slice(compressed.get(..taken).unwrap_or_default());
+            compressed = compressed.slice(taken.min(compressed.len())..);
             let last = compressed.is_empty();
-            self.cut(request, frame_type, head.freeze(), last && eos, true, out)?;
+            // Nothing that fits after the epilogue: it goes alone (it ends a zstd frame,
+            // so the frame still ends where everything before it decodes).
+            self.emit(
+                request,
+                frame_type,
+                if last && eos { EOS } else { CONTINUATION },
+                true,
+                head.freeze(),
+                out,
+            )?;
             if last {
                 return Ok(());
             }
+            boundaries.retain(|b| b.encoded_end > taken);
+            for b in &mut boundaries {
+                b.encoded_end -= taken;
+                b.decoded_max -= taken_decoded;
+            }
         }
-        self.cut(request, frame_type, compressed, eos, true, out)
+        self.cut_at_boundaries(
+            request,
+            frame_type,
+            &compressed,
+            &boundaries,
+            eos,
+            false,
+            out,
+        )?;
+        Ok(())
     }
 
     /// Closes the stream: marks this stream's last frame in `out` with `stream-end` and
@@ -423,6 +601,7 @@ impl OutgoingStream {
         }
         if self.encoder.is_none() {
             self.encoder = self.new_encoder()?;
+            self.update_flush_raw_len();
         }
         let settings_frame = if self.profile.is_identity() {
             None
@@ -474,43 +653,6 @@ impl OutgoingStream {
         }
     }
 
-    /// How many raw bytes to encode into the next frame: enough to fill about 15/16 of a
-    /// frame at the ratio seen so far, at most `max_frame_raw_len`. Flushing less often
-    /// keeps the ratio close to zstd's own (each flush ends a block); aiming a little
-    /// under the frame size keeps encoded pieces from spilling into a second frame.
-    fn next_raw_len(&self) -> usize {
-        let target = (self.max_frame_size - self.max_frame_size / 16).max(1) as f64;
-        let raw = target / self.ratio.max(1e-6);
-        if raw >= self.max_frame_raw_len as f64 {
-            self.max_frame_raw_len
-        } else {
-            (raw as usize).max(1)
-        }
-    }
-
-    /// Encodes and flushes one piece of raw data.
-    fn encode(&mut self, chunk: &[u8]) -> Result<Bytes, StreamError> {
-        let id = self.id;
-        let Some(encoder) = self.encoder.as_mut() else {
-            return Ok(Bytes::copy_from_slice(chunk));
-        };
-        let mut buf = Vec::with_capacity(encoder.max_encoded_len(chunk.len()));
-        encoder
-            .encode_flush(chunk, &mut buf)
-            .map_err(|source| StreamError::Encoding { id, source })?;
-        self.stats.flushes += 1;
-        // Tiny pieces (small messages) say little about the data's ratio.
-        if chunk.len() >= 1024 {
-            let seen = buf.len() as f64 / chunk.len() as f64;
-            self.ratio = if self.stats.flushes == 1 {
-                seen
-            } else {
-                0.75 * self.ratio + 0.25 * seen
-            };
-        }
-        Ok(Bytes::from(buf))
-    }
-
     /// Encodes `data` in one pass per segment, if the encoder can; `false` (nothing
     /// emitted) if it cannot.
     fn push_one_pass(
@@ -544,58 +686,71 @@ impl OutgoingStream {
             self.cut_at_boundaries(
                 request,
                 frame_type,
-                Bytes::from(buf),
+                &Bytes::from(buf),
                 &boundaries,
                 last_eos,
+                false,
                 out,
             )?;
         }
         Ok(true)
     }
 
-    /// Emits one-pass output as `encoded` frames, each ending at a boundary where
-    /// possible, within the frame size and `max_frame_raw_len` decoded bytes; an encoded
-    /// piece larger than a frame between two boundaries spans `continuation` frames.
+    /// Emits encoded output as `encoded` frames, each ending at a boundary (a place
+    /// where everything before decodes), holding as many boundaries' worth as fit the
+    /// frame size and `max_frame_raw_len` decoded bytes (at least one). Only a piece
+    /// between two boundaries larger than a frame spans `continuation` frames, the
+    /// inner ones ending inside it. `eos` goes on the last frame when `last_eos`.
+    ///
+    /// With `keep_tail`, the last frame is not emitted (more may join it): returns the
+    /// encoded and decoded offsets up to which frames were emitted.
+    #[allow(clippy::too_many_arguments)]
     fn cut_at_boundaries(
         &mut self,
         request: RequestId,
         frame_type: FrameType,
-        encoded: Bytes,
+        encoded: &Bytes,
         boundaries: &[Boundary],
         last_eos: bool,
+        keep_tail: bool,
         out: &mut Vec<Frame>,
-    ) -> Result<(), StreamError> {
-        let (mut start, mut decoded_start) = (0, 0);
-        let mut next = boundaries.iter().peekable();
-        while start < encoded.len() {
-            let mut end = None;
-            while let Some(b) = next.peek() {
-                if b.encoded_end.saturating_sub(start) > self.max_frame_size
-                    || b.decoded_max.saturating_sub(decoded_start) > self.max_frame_raw_len
-                {
-                    break;
+    ) -> Result<(usize, usize), StreamError> {
+        let (mut start, mut decoded_start) = (0usize, 0usize);
+        let mut i = 0usize;
+        let max = self.max_frame_size;
+        // Data past the last boundary (a profile that knows none) is one more piece.
+        let decoded_end = boundaries.last().map_or(0, |b| b.decoded_max);
+        let tail = Boundary {
+            encoded_end: encoded.len(),
+            decoded_max: decoded_end,
+        };
+        let count = boundaries.len()
+            + usize::from(boundaries.last().map_or(0, |b| b.encoded_end) < encoded.len());
+        let at = |j: usize| boundaries.get(j).copied().unwrap_or(tail);
+        while start < encoded.len() && i < count {
+            let Some(j) = self.furthest_fit(start, decoded_start, 0, (i..count).map(at)) else {
+                // The next piece is larger than a frame: it spans frames, and only the
+                // last of them ends where it does.
+                let until = at(i).encoded_end.min(encoded.len());
+                while until - start > max {
+                    self.emit(
+                        request,
+                        frame_type,
+                        CONTINUATION,
+                        true,
+                        encoded.slice(start..start + max),
+                        out,
+                    )?;
+                    start += max;
                 }
-                end = Some(**b);
-                next.next();
+                continue; // the rest of the piece fits a frame now
+            };
+            let j = i + j + 1; // boundaries i..j go in this frame
+            if keep_tail && j == count {
+                break;
             }
-            let end = match end {
-                Some(b) => {
-                    decoded_start = b.decoded_max;
-                    b.encoded_end
-                }
-                None => {
-                    // The next boundary is more than a frame away: fill a frame.
-                    let until = next.peek().map_or(encoded.len(), |b| b.encoded_end);
-                    let end = until.min(start + self.max_frame_size);
-                    if end == until {
-                        if let Some(b) = next.next() {
-                            decoded_start = b.decoded_max;
-                        }
-                    }
-                    end
-                }
-            }
-            .clamp(start + 1, encoded.len());
+            let b = at(j - 1);
+            let end = b.encoded_end.clamp(start, encoded.len());
             let flags = if end == encoded.len() && last_eos {
                 EOS
             } else {
@@ -610,8 +765,33 @@ impl OutgoingStream {
                 out,
             )?;
             start = end;
+            decoded_start = b.decoded_max;
+            i = j;
         }
-        Ok(())
+        Ok((start, decoded_start))
+    }
+
+    /// Of `candidates` (boundaries in order), the index of the furthest that one frame
+    /// starting at `start` (after `decoded_start` decoded bytes) can end at, with
+    /// `extra` bytes before it: within the frame size, and within `max_frame_raw_len`
+    /// decoded bytes unless it is the first. `None` if not even the first fits.
+    fn furthest_fit(
+        &self,
+        start: usize,
+        decoded_start: usize,
+        extra: usize,
+        candidates: impl Iterator<Item = Boundary>,
+    ) -> Option<usize> {
+        let mut found = None;
+        for (k, b) in candidates.enumerate() {
+            let wire = b.encoded_end.saturating_sub(start).saturating_add(extra);
+            let raw = b.decoded_max.saturating_sub(decoded_start);
+            if wire > self.max_frame_size || (raw > self.max_frame_raw_len && found.is_some()) {
+                break;
+            }
+            found = Some(k);
+        }
+        found
     }
 
     /// Emits `data` as frames within the frame size, flagged `encoded` when `encoded`.
@@ -765,6 +945,33 @@ mod tests {
             Err(StreamError::EndWithoutFrame { .. })
         ));
         assert!(s.is_open());
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn flush_sizes_follow_the_frame_size() {
+        let mut s = OutgoingStream::new(
+            StreamId(2),
+            Side::Server,
+            &Profiles::default(),
+            &EncodingSettings::new("zstd-8mb"),
+        )
+        .unwrap();
+        assert_eq!(s.max_flush_raw_len(), 32_363);
+        assert!(!s.one_pass_fits());
+        s.set_max_frame_size(132_634);
+        assert!(!s.one_pass_fits());
+        s.set_max_frame_size(132_635);
+        assert!(s.one_pass_fits());
+        assert_eq!(s.max_flush_raw_len(), DEFAULT_MAX_FRAME_RAW_LEN);
+        s.set_max_frame_size(28);
+        assert_eq!(s.max_flush_raw_len(), 1);
+        s.set_max_frame_size(27);
+        assert_eq!(s.max_flush_raw_len(), 1); // and a flush may then span frames
+        s.set_max_frame_size(1000);
+        s.set_max_frame_raw_len(100);
+        assert_eq!(s.max_flush_raw_len(), 100);
+        assert_eq!(identity_stream(4).max_flush_raw_len(), 32768);
     }
 
     #[test]

@@ -200,10 +200,11 @@ fn one_request_on_several_streams() {
 }
 
 #[test]
-fn frames_decode_one_at_a_time_as_they_arrive() {
+fn each_message_decodes_whole_once_its_last_frame_arrives() {
     // Messages pushed one by one; the wire bytes arrive in 7-byte pieces. After the
     // last frame of each message, everything sent so far has been decoded: nothing is
-    // held back in either context.
+    // held back in either context. (That every frame, not only a message's last,
+    // decodes on arrival is tests/on_arrival.rs.)
     let mut s = server_stream(2, ZSTD);
     s.set_max_frame_size(1000);
     let messages: Vec<Bytes> = (0..20).map(|i| text(500 + i * 400, i as u64)).collect();

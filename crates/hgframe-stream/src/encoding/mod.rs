@@ -88,7 +88,9 @@ pub trait ContentEncoder: Send {
     fn encode_flush(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), EncodingError>;
 
     /// An upper bound of what [`ContentEncoder::encode_flush`] appends for an input of
-    /// `input_len` bytes (used to reserve the output once).
+    /// `input_len` bytes, whatever the data and the encoder's state (used to reserve the
+    /// output once, and by [`crate::OutgoingStream`] to size each flush so that its
+    /// output always fits one frame). It must not decrease as `input_len` grows.
     fn max_encoded_len(&self, input_len: usize) -> usize;
 
     /// Changes the level used from the next [`ContentEncoder::encode_flush`] on. The
@@ -181,6 +183,20 @@ pub trait Profile: Send + Sync + fmt::Debug {
         Err(EncodingError::Precompressed {
             reason: format!("profile `{}` has no pre-compressed form", self.name()),
         })
+    }
+
+    /// The places in `data` (accepted by [`Profile::check_precompressed`]) where a frame
+    /// may end so that everything before it decodes, appended to `boundaries` as for
+    /// [`ContentEncoder::encode_one_pass`] (offsets relative to `data`, the last at its
+    /// end). `Ok(false)` when the profile does not know them; the data is then cut at
+    /// the frame size. The default does that.
+    fn precompressed_boundaries(
+        &self,
+        data: &[u8],
+        boundaries: &mut Vec<Boundary>,
+    ) -> Result<bool, EncodingError> {
+        let _ = (data, boundaries);
+        Ok(false)
     }
 }
 

@@ -27,6 +27,13 @@ const LAST_LEVEL_WITHIN_WINDOW: i32 = 19;
 /// The most data one zstd block holds.
 const BLOCK_SIZE_MAX: usize = 128 * 1024;
 
+/// A block header.
+const BLOCK_HEADER_LEN: usize = 3;
+
+/// The largest frame header: magic, descriptor, window, 4-byte dictionary id, 8-byte
+/// content size.
+const FRAME_HEADER_MAX: usize = 18;
+
 /// Smallest growth of a decoder's output buffer.
 const MIN_OUTPUT_STEP: usize = 16 * 1024;
 
@@ -64,6 +71,17 @@ impl Profile for Zstd8Mb {
     /// windows fit in 8 MiB and that need no dictionary.
     fn check_precompressed(&self, data: &[u8]) -> Result<(), EncodingError> {
         check_frames(data)
+    }
+
+    /// After every block (and every skippable frame): a zstd decoder outputs a block's
+    /// data as soon as the whole block is in.
+    fn precompressed_boundaries(
+        &self,
+        data: &[u8],
+        boundaries: &mut Vec<Boundary>,
+    ) -> Result<bool, EncodingError> {
+        frame_boundaries(data, boundaries)?;
+        Ok(true)
     }
 }
 
@@ -183,10 +201,17 @@ impl ContentEncoder for ZstdEncoder {
         Ok(())
     }
 
+    /// A bound that holds for every input, incompressible or not: what one flush can
+    /// append is the end of the previous zstd frame on a level change (a 3-byte empty
+    /// last block), a frame header (at most 18 bytes), and blocks whose contents are
+    /// never larger than their raw data (zstd stores a block raw when compressing does
+    /// not pay), each with a 3-byte header. zstd splits a flush of up to 128 KiB into
+    /// at most two blocks before compressing (pre-splitting), and, at the levels that
+    /// split blocks after finding sequences, into parts of at least 150 sequences (450
+    /// bytes or more), and then only where that makes the output smaller; the bound
+    /// allows one block per 256 bytes, plus two.
     fn max_encoded_len(&self, input_len: usize) -> usize {
-        // A frame header (at most 18 bytes), an end-of-frame epilogue for a level change
-        // (a 3-byte empty block), and zstd's own bound for the data.
-        zstd_safe::compress_bound(input_len) + 32
+        flush_bound(input_len)
     }
 
     fn set_level(&mut self, level: i32) -> Result<(), EncodingError> {
@@ -222,7 +247,9 @@ impl ContentEncoder for ZstdEncoder {
         let frame_start = out.len();
         // With room for the worst case, zstd compresses straight from the input
         // (ZSTD_e_end on a fresh frame with enough output).
-        out.reserve(self.max_encoded_len(input.len()));
+        out.reserve(
+            zstd_safe::compress_bound(input.len()).max(self.max_encoded_len(input.len())) + 32,
+        );
         let mut src = InBuffer::around(input);
         loop {
             reserve_some(out, MIN_OUTPUT_STEP);
@@ -263,6 +290,100 @@ impl ContentEncoder for ZstdEncoder {
     fn end_unit(&mut self, out: &mut Vec<u8>) -> Result<(), EncodingError> {
         self.end_frame(out)
     }
+}
+
+/// See [`ZstdEncoder`]'s `max_encoded_len`.
+fn flush_bound(input_len: usize) -> usize {
+    let blocks = input_len / 256 + 2;
+    input_len
+        .saturating_add(blocks.saturating_mul(BLOCK_HEADER_LEN))
+        .saturating_add(FRAME_HEADER_MAX + BLOCK_HEADER_LEN)
+}
+
+/// The places where a frame may end in `data`, whole zstd frames (checked by
+/// [`check_frames`]): after each block (a frame's header goes with its first block, its
+/// checksum with its last), and after each skippable frame. Offsets relative to `data`.
+fn frame_boundaries(mut data: &[u8], boundaries: &mut Vec<Boundary>) -> Result<(), EncodingError> {
+    let bad = |reason: &str| EncodingError::Precompressed {
+        reason: reason.into(),
+    };
+    let (mut at, mut decoded) = (0usize, 0usize);
+    while !data.is_empty() {
+        let Some(&[m0, m1, m2, m3]) = data.get(..4) else {
+            return Err(bad("truncated zstd frame"));
+        };
+        let magic = u32::from_le_bytes([m0, m1, m2, m3]);
+        let frame_len = if magic & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC {
+            let Some(&[s0, s1, s2, s3]) = data.get(4..8) else {
+                return Err(bad("truncated skippable frame"));
+            };
+            8usize.saturating_add(u32::from_le_bytes([s0, s1, s2, s3]) as usize)
+        } else {
+            let (header, checksum) = header_and_checksum_len(data)?;
+            let mut len = header;
+            let blocks = data
+                .get(header..)
+                .ok_or_else(|| bad("truncated zstd frame"))?;
+            for block in Blocks::new(blocks) {
+                let block = block.map_err(|_| bad("malformed zstd block"))?;
+                len += block.encoded_len;
+                decoded = decoded.saturating_add(block.decoded_max);
+                boundaries.push(Boundary {
+                    encoded_end: at + len,
+                    decoded_max: decoded,
+                });
+            }
+            if checksum > 0 {
+                len += checksum;
+                if let Some(last) = boundaries.last_mut() {
+                    last.encoded_end = at + len;
+                }
+            }
+            len
+        };
+        if magic & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC {
+            boundaries.push(Boundary {
+                encoded_end: at.saturating_add(frame_len),
+                decoded_max: decoded,
+            });
+        }
+        data = data
+            .get(frame_len..)
+            .ok_or_else(|| bad("truncated zstd frame"))?;
+        at += frame_len;
+    }
+    Ok(())
+}
+
+/// Lengths of the frame header and of the checksum (0 or 4) of the zstd frame at the
+/// start of `frame` (RFC 8878, 3.1.1.1).
+fn header_and_checksum_len(frame: &[u8]) -> Result<(usize, usize), EncodingError> {
+    let Some(&descriptor) = frame.get(4) else {
+        return Err(EncodingError::Precompressed {
+            reason: "truncated zstd frame header".into(),
+        });
+    };
+    let checksum = if descriptor & 0x04 != 0 { 4 } else { 0 };
+    Ok((descriptor_header_len(descriptor), checksum))
+}
+
+/// Length of a frame header with this frame header descriptor.
+fn descriptor_header_len(descriptor: u8) -> usize {
+    let single_segment = descriptor & 0x20 != 0;
+    let window_descriptor = usize::from(!single_segment);
+    let dictionary_id = match descriptor & 0x03 {
+        0 => 0,
+        1 => 1,
+        2 => 2,
+        _ => 4,
+    };
+    let content_size = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    4 + 1 + window_descriptor + dictionary_id + content_size
 }
 
 /// One block of a zstd frame (RFC 8878, 3.1.1.2).
@@ -339,26 +460,12 @@ fn frame_header_len(frame: &[u8]) -> Result<usize, EncodingError> {
             message: "truncated zstd frame header".into(),
         });
     };
-    let single_segment = descriptor & 0x20 != 0;
-    let window_descriptor = usize::from(!single_segment);
-    let dictionary_id = match descriptor & 0x03 {
-        0 => 0,
-        1 => 1,
-        2 => 2,
-        _ => 4,
-    };
-    let content_size = match descriptor >> 6 {
-        0 => usize::from(single_segment),
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
     if descriptor & 0x04 != 0 {
         return Err(EncodingError::Compressor {
             message: "unexpected zstd checksum".into(),
         });
     }
-    Ok(4 + 1 + window_descriptor + dictionary_id + content_size)
+    Ok(descriptor_header_len(descriptor))
 }
 
 /// A `zstd-8mb` decompression context: window at most 8 MiB, output capped per call.

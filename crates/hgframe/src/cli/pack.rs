@@ -1,22 +1,46 @@
 //! `hgframe frames pack` and `hgframe frames unpack`: data to the frames a server would
 //! answer with, and back. The whole content-encoding path of `hgframe-stream`, on a file.
+//!
+//! Both stream, in memory bounded whatever the input size:
+//! - `pack` reads its input in pieces of [`PUSH_LEN`] bytes and pushes each as it is
+//!   read, so frames leave while the rest is still being compressed. With `--streams N`
+//!   each worker reads its own part (stdin as a file; a pipe is first copied to an
+//!   unlinked temporary file, as the parts must be cut by size), and the workers'
+//!   frames interleave on stdout. Stream `k` starts only once the data of every lower
+//!   stream has reached stdout, so requests first appear in ascending order.
+//! - `unpack` reads frames in pieces, decodes each into one reused buffer, and writes the
+//!   lowest request's bytes as they are decoded. Requests whose data arrives while a lower one is still being written are
+//!   buffered, up to [`BUFFERED_MAX`] bytes in memory, then in an unlinked temporary
+//!   file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::builder::TypedValueParser as _;
 use hgframe_stream::{
     DecodeLimits, EncodingSettings, IncomingStreams, OutgoingStream, ParallelEncoder,
     ParallelError, Profiles, Side, StreamError, StreamWriter,
 };
 use hgframe_wire::{
-    BytesResponseFlags, FrameDecoder, FrameType, Frames, RequestId, StreamId,
+    BytesResponseFlags, Frame, FrameDecoder, FrameType, RequestId, StreamId,
     DEFAULT_MAX_FRAME_SIZE, MAX_PAYLOAD_LEN,
 };
 
-use super::{read_input, CliResult, Failure};
+use super::{CliResult, Failure};
+
+/// Raw bytes `pack` reads and pushes at a time, per stream.
+const PUSH_LEN: usize = 1 << 20;
+
+/// Bytes `unpack` reads at a time.
+const READ_LEN: usize = 256 * 1024;
+
+/// Decoded bytes `unpack` holds in memory for requests it cannot write yet; more go to a
+/// temporary file.
+const BUFFERED_MAX: usize = 16 << 20;
 
 /// Options of `frames pack`.
 #[derive(Debug, clap::Args)]
@@ -43,6 +67,97 @@ pub(crate) struct UnpackArgs {
     file: Option<PathBuf>,
 }
 
+/// Where a worker of `pack` reads its part.
+enum Source {
+    /// Stdin, read in order (one stream).
+    Stdin,
+    /// A file (stdin redirected from a file, or the copy of a pipe): part `i` is the
+    /// range `start..end`.
+    File(Arc<File>),
+}
+
+/// Lets stream `k` start only once streams `0..k` have put data on stdout.
+struct StartGate {
+    state: Mutex<GateState>,
+    cond: Condvar,
+}
+
+struct GateState {
+    /// Whether a data frame of stream `i` was written.
+    seen: Vec<bool>,
+    /// Number of leading `true`s in `seen`.
+    started: usize,
+    /// Set on any failure: nobody waits any more.
+    open: bool,
+}
+
+impl StartGate {
+    fn new(n: usize) -> Self {
+        Self {
+            state: Mutex::new(GateState {
+                seen: vec![false; n],
+                started: 0,
+                open: false,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until every stream before `k` has written data (or the run failed).
+    fn wait(&self, k: usize) {
+        let mut state = self.lock();
+        while !state.open && state.started < k {
+            state = self
+                .cond
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// A data frame of stream `i` went to stdout.
+    fn seen(&self, i: usize) {
+        let mut state = self.lock();
+        if state.seen.get(i).copied().unwrap_or(true) {
+            return;
+        }
+        if let Some(s) = state.seen.get_mut(i) {
+            *s = true;
+        }
+        let started = state.seen.iter().take_while(|s| **s).count();
+        state.started = started;
+        self.cond.notify_all();
+    }
+
+    /// Something failed: release every waiting worker.
+    fn open(&self) {
+        self.lock().open = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Opens a [`StartGate`] when dropped, unless disarmed.
+struct OpenOnDrop<'a>(Option<&'a StartGate>);
+
+impl OpenOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0 {
+            gate.open();
+        }
+    }
+}
+
 pub(crate) fn pack(args: PackArgs) -> CliResult {
     let profiles = Profiles::default();
     let settings = EncodingSettings::new(args.encoding.as_str()).with_level(args.level);
@@ -67,55 +182,464 @@ pub(crate) fn pack(args: PackArgs) -> CliResult {
         }
     }
 
-    let input = Bytes::from(read_stdin()?);
+    if count == 1 {
+        if let Some(stream) = streams.pop() {
+            return pack_one(stream, &Source::Stdin);
+        }
+    }
+    // Several streams need the size to cut the parts.
+    let (source, total) = match stdin_file() {
+        Some((file, len)) => (Source::File(Arc::new(file)), len),
+        None => {
+            let (file, len) = spill_stdin()?;
+            (Source::File(Arc::new(file)), len)
+        }
+    };
+    let source = Arc::new(source);
+    let gate = Arc::new(StartGate::new(count));
+    // An i/o error of a worker, reported instead of the stream error it causes.
+    let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+
     let jobs: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, stream)| {
-            // Part i: a contiguous, near-equal share of the input.
-            let part = input.slice(input.len() * i / count..input.len() * (i + 1) / count);
+            let (start, end) = (
+                total * i as u64 / count as u64,
+                total * (i as u64 + 1) / count as u64,
+            );
             let request = RequestId(1 + 2 * i as u16);
+            let (source, gate, read_error) = (source.clone(), gate.clone(), read_error.clone());
             let job = move |w: &mut StreamWriter<'_>| -> Result<(), StreamError> {
-                w.push_data(request, FrameType::BytesResponse, part, true)?;
-                w.end()
+                gate.wait(i);
+                // Opens the gate unless the job succeeds (an error, or a panic that
+                // unwinds): the workers waiting for this stream must not wait forever.
+                let guard = OpenOnDrop(Some(&gate));
+                let result = push_part(w, request, &source, start, end)
+                    .and_then(|()| w.end().map_err(PartError::from));
+                if let Err(PartError::Read(io)) = &result {
+                    let mut slot = read_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    slot.get_or_insert(std::io::Error::new(io.kind(), io.to_string()));
+                }
+                if result.is_ok() {
+                    guard.disarm();
+                }
+                result.map_err(|e| match e {
+                    PartError::Stream(e) => e,
+                    PartError::Read(_) => StreamError::Cancelled {
+                        id: w.stream().id(),
+                    },
+                })
             };
             (stream, job)
         })
         .collect();
 
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    ParallelEncoder::new()
-        .run(jobs, |frame| {
-            let (header, payload) = frame.to_parts();
-            stdout.write_all(&header)?;
-            stdout.write_all(&payload)
-        })
-        .map_err(|e| match e {
-            ParallelError::Sink(io) => Failure::from(io),
-            other => Failure::bad(other),
-        })?;
+    let result = ParallelEncoder::new().run(jobs, |frame: Frame| {
+        let (header, payload) = frame.to_parts();
+        let written = stdout
+            .write_all(&header)
+            .and_then(|()| stdout.write_all(&payload));
+        if written.is_err() {
+            gate.open();
+        } else if frame.known_type() == Some(FrameType::BytesResponse) {
+            gate.seen(usize::from(frame.stream_id().0.saturating_sub(2) / 2));
+        }
+        written
+    });
+    if let Some(io) = read_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        return Err(Failure::bad(format!("cannot read the input: {io}")));
+    }
+    result.map_err(|e| match e {
+        ParallelError::Sink(io) => Failure::from(io),
+        other => Failure::bad(other),
+    })?;
     stdout.flush()?;
     Ok(())
 }
 
+enum PartError {
+    Stream(StreamError),
+    Read(std::io::Error),
+}
+
+impl From<StreamError> for PartError {
+    fn from(e: StreamError) -> Self {
+        Self::Stream(e)
+    }
+}
+
+/// Pushes one part through a worker's writer, piece by piece.
+fn push_part(
+    w: &mut StreamWriter<'_>,
+    request: RequestId,
+    source: &Source,
+    start: u64,
+    end: u64,
+) -> Result<(), PartError> {
+    let mut reader = PartReader::new(source, start, end);
+    while let Some((piece, last)) = reader.next().map_err(PartError::Read)? {
+        w.push_data(request, FrameType::BytesResponse, piece, last)?;
+    }
+    Ok(())
+}
+
+/// One part of the input, in pieces of [`PUSH_LEN`] bytes. One piece is read ahead, to
+/// know which is the last; the two buffers are reused once the stream is done with
+/// their bytes.
+struct PartReader<'a> {
+    source: &'a Source,
+    at: u64,
+    end: u64,
+    buffers: [BytesMut; 2],
+    turn: usize,
+    ahead: Option<Bytes>,
+    done: bool,
+}
+
+impl<'a> PartReader<'a> {
+    /// The range `start..end` of a file source (ignored for stdin, read to its end).
+    fn new(source: &'a Source, start: u64, end: u64) -> Self {
+        Self {
+            source,
+            at: start,
+            end,
+            buffers: [BytesMut::new(), BytesMut::new()],
+            turn: 0,
+            ahead: None,
+            done: false,
+        }
+    }
+
+    /// The next piece, and whether it is the last (an empty part is one empty piece).
+    fn next(&mut self) -> std::io::Result<Option<(Bytes, bool)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let current = match self.ahead.take() {
+            Some(piece) => piece,
+            None => self.read_piece()?,
+        };
+        let next = if current.is_empty() {
+            Bytes::new()
+        } else {
+            self.read_piece()?
+        };
+        let last = next.is_empty();
+        if last {
+            self.done = true;
+        } else {
+            self.ahead = Some(next);
+        }
+        Ok(Some((current, last)))
+    }
+
+    fn read_piece(&mut self) -> std::io::Result<Bytes> {
+        self.turn ^= 1;
+        let Some(buf) = self.buffers.get_mut(self.turn) else {
+            return Ok(Bytes::new());
+        };
+        // Reclaims the buffer's memory once the previous piece read into it is gone.
+        buf.clear();
+        buf.reserve(PUSH_LEN);
+        buf.resize(PUSH_LEN, 0);
+        let n = match self.source {
+            Source::Stdin => read_full(&mut std::io::stdin().lock(), buf)?,
+            Source::File(file) => {
+                let want = usize::try_from(self.end.saturating_sub(self.at))
+                    .map_or(PUSH_LEN, |r| r.min(PUSH_LEN));
+                read_full_at(file, buf.get_mut(..want).unwrap_or_default(), self.at)?
+            }
+        };
+        self.at += n as u64;
+        buf.truncate(n);
+        Ok(buf.split().freeze())
+    }
+}
+
+/// One stream: on this thread, no hand-over between threads. Frames are written as the
+/// pushes make them, but the last, kept to be marked `stream-end`.
+fn pack_one(mut stream: OutgoingStream, source: &Source) -> CliResult {
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut reader = PartReader::new(source, 0, 0);
+    let mut frames = Vec::new();
+    while let Some((piece, last)) = reader
+        .next()
+        .map_err(|e| Failure::bad(format!("cannot read the input: {e}")))?
+    {
+        stream
+            .push_data(
+                RequestId(1),
+                FrameType::BytesResponse,
+                piece,
+                last,
+                &mut frames,
+            )
+            .map_err(Failure::bad)?;
+        if last {
+            stream.end(&mut frames).map_err(Failure::bad)?;
+        }
+        let ready = frames.len() - usize::from(!last).min(frames.len());
+        for frame in frames.drain(..ready) {
+            let (header, payload) = frame.to_parts();
+            stdout.write_all(&header)?;
+            stdout.write_all(&payload)?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; the number of bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(buf.get_mut(n..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(unix)]
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(buf.get_mut(n..).unwrap_or_default(), offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(not(unix))]
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    read_full(&mut file, buf)
+}
+
+/// Stdin as a file and its length, when it is a regular file (`< file`).
+fn stdin_file() -> Option<(File, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let file = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(File::from)?;
+        let meta = file.metadata().ok().filter(std::fs::Metadata::is_file)?;
+        Some((file, meta.len()))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// A new temporary file, already unlinked where the system allows.
+fn temp_file() -> Result<File, Failure> {
+    let dir = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!("hgframe-{}-{nanos}-{attempt}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                #[cfg(unix)]
+                let _ = std::fs::remove_file(&path);
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Failure::bad(format!(
+                    "cannot create a temporary file in {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    Err(Failure::bad("cannot create a temporary file"))
+}
+
+/// Copies stdin (a pipe) to a temporary file, to cut it into parts by size.
+fn spill_stdin() -> Result<(File, u64), Failure> {
+    let mut file = temp_file()?;
+    let len = std::io::copy(&mut std::io::stdin().lock(), &mut file)?;
+    file.flush()?;
+    Ok((file, len))
+}
+
+/// What `unpack` holds of a request it cannot write yet.
+#[derive(Default)]
+struct Held {
+    /// The first bytes, in memory.
+    memory: Vec<u8>,
+    /// The bytes after them, once memory ran out.
+    file: Option<File>,
+    /// Whether its `eos` came.
+    ended: bool,
+}
+
+/// The requests of `unpack`, written in ascending order as they are decoded.
+struct Responses<W: Write> {
+    out: W,
+    /// The request being written as it arrives.
+    current: Option<u16>,
+    /// The highest request written completely.
+    last_done: Option<u16>,
+    /// Requests above `current`, held until it ends.
+    held: BTreeMap<u16, Held>,
+    /// Bytes of `held` in memory.
+    held_memory: usize,
+}
+
+impl<W: Write> Responses<W> {
+    fn on_data(&mut self, request: u16, data: &[u8], eos: bool) -> Result<(), Failure> {
+        if self.last_done.is_some_and(|done| request <= done) {
+            return Err(Failure::bad(format!(
+                "request {request}: bytes-response data after its eos frame, or after the data of a higher request was written (unpack writes requests in ascending order as they arrive, so each must begin before any higher one has ended)"
+            )));
+        }
+        let current = *self.current.get_or_insert(request);
+        if request < current {
+            return Err(Failure::bad(format!(
+                "request {request}: its first bytes-response frame comes after request {current}'s data was written (unpack writes requests in ascending order as they arrive, so each must begin before any higher one)"
+            )));
+        }
+        if request == current {
+            self.out.write_all(data)?;
+            if eos {
+                self.finish(request)?;
+            }
+            return Ok(());
+        }
+        let held = self.held.entry(request).or_default();
+        if held.ended {
+            return Err(Failure::bad(format!(
+                "request {request}: bytes-response data after its eos frame"
+            )));
+        }
+        if held.file.is_none() && self.held_memory + data.len() <= BUFFERED_MAX {
+            held.memory.extend_from_slice(data);
+            self.held_memory += data.len();
+        } else {
+            let file = match &mut held.file {
+                Some(file) => file,
+                None => held.file.insert(temp_file()?),
+            };
+            file.write_all(data)?;
+        }
+        held.ended = eos;
+        Ok(())
+    }
+
+    /// `request`, the current one, ended: the next held one becomes current.
+    fn finish(&mut self, request: u16) -> Result<(), Failure> {
+        self.last_done = Some(request);
+        self.current = None;
+        while let Some((&next, _)) = self.held.first_key_value() {
+            let Some(held) = self.held.remove(&next) else {
+                break;
+            };
+            self.out.write_all(&held.memory)?;
+            self.held_memory -= held.memory.len();
+            if let Some(mut file) = held.file {
+                file.seek(SeekFrom::Start(0))?;
+                std::io::copy(&mut file, &mut self.out)?;
+            }
+            if !held.ended {
+                self.current = Some(next);
+                break;
+            }
+            self.last_done = Some(next);
+        }
+        Ok(())
+    }
+
+    /// The input ended: every request must have ended.
+    fn end(mut self) -> Result<(), Failure> {
+        let unended = self.current.or_else(|| self.held.keys().next().copied());
+        self.out.flush()?;
+        match unended {
+            Some(request) => Err(Failure::bad(format!(
+                "request {request}: the input ended before its response's eos frame (truncated response)"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 pub(crate) fn unpack(args: UnpackArgs) -> CliResult {
-    let input = Bytes::from(match args.file {
-        Some(path) => read_input(Some(&path))?,
-        None => read_stdin()?,
-    });
+    let mut input: Box<dyn Read> = match &args.file {
+        Some(path) => Box::new(
+            File::open(path)
+                .map_err(|e| Failure::bad(format!("cannot read {}: {e}", path.display())))?,
+        ),
+        None => Box::new(std::io::stdin().lock()),
+    };
     // Any payload the length field allows; what a frame decodes to is capped separately.
-    let frames = Frames::with_decoder(input, FrameDecoder::with_max_payload_len(MAX_PAYLOAD_LEN));
+    let mut decoder = FrameDecoder::with_max_payload_len(MAX_PAYLOAD_LEN);
     let mut streams =
         IncomingStreams::new(Side::Client, Profiles::default(), DecodeLimits::default());
-    let mut responses: BTreeMap<u16, Vec<Bytes>> = BTreeMap::new();
-    let mut offset = 0u64;
-    for (n, frame) in frames.enumerate() {
-        let frame = frame.map_err(Failure::bad)?;
+    let mut responses = Responses {
+        out: std::io::BufWriter::with_capacity(128 * 1024, std::io::stdout().lock()),
+        current: None,
+        last_done: None,
+        held: BTreeMap::new(),
+        held_memory: 0,
+    };
+    let mut buf = BytesMut::with_capacity(READ_LEN);
+    let mut decoded = Vec::new();
+    let (mut n, mut offset) = (0u64, 0u64);
+    let mut eof = false;
+    loop {
+        let frame = if eof {
+            decoder.decode_eof(&mut buf)
+        } else {
+            decoder.decode(&mut buf)
+        }
+        .map_err(Failure::bad)?;
+        let Some(frame) = frame else {
+            if eof {
+                break;
+            }
+            // More input: read into the buffer's free space (reclaimed once the frames
+            // taken from it are gone).
+            buf.reserve(READ_LEN);
+            let start = buf.len();
+            buf.resize(start + READ_LEN, 0);
+            let got = read_full(&mut input, buf.get_mut(start..).unwrap_or_default())?;
+            buf.truncate(start + got);
+            eof = got == 0;
+            continue;
+        };
         let at = offset;
         offset += frame.encoded_len() as u64;
-        let where_ = || format!("frame {n} at byte offset {at}");
+        let this = n;
+        n += 1;
+        let where_ = || format!("frame {this} at byte offset {at}");
         let Some(frame) = streams
-            .on_frame(frame)
+            .on_frame_into(frame, &mut decoded)
             .map_err(|e| Failure::bad(format!("{}: {e}", where_())))?
         else {
             continue; // stream-settings
@@ -130,39 +654,22 @@ pub(crate) fn unpack(args: UnpackArgs) -> CliResult {
                 where_()
             )));
         }
+        // An encoded frame's data is in `decoded` (one buffer for the whole run).
+        let data: &[u8] = if decoded.is_empty() {
+            frame.payload()
+        } else {
+            &decoded
+        };
         responses
-            .entry(frame.request_id().0)
-            .or_default()
-            .push(frame.into_payload());
+            .on_data(
+                frame.request_id().0,
+                data,
+                flags.contains(BytesResponseFlags::EOS),
+            )
+            .map_err(|e| match e {
+                Failure::Bad(msg) => Failure::bad(format!("{}: {msg}", where_())),
+                other => other,
+            })?;
     }
-    let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    for piece in responses.values().flatten() {
-        stdout.write_all(piece)?;
-    }
-    stdout.flush()?;
-    Ok(())
-}
-
-/// All of stdin, read into a buffer sized once when stdin is a file (`< file`), so a
-/// large input is not copied over and over as the buffer grows.
-fn read_stdin() -> Result<Vec<u8>, Failure> {
-    use std::io::Read;
-    let stdin = std::io::stdin();
-    #[cfg(unix)]
-    let hint = {
-        use std::os::fd::AsFd;
-        stdin
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(std::fs::File::from)
-            .and_then(|f| f.metadata().ok())
-            .filter(std::fs::Metadata::is_file)
-            .map_or(0, |m| usize::try_from(m.len()).unwrap_or(0))
-    };
-    #[cfg(not(unix))]
-    let hint = 0;
-    let mut buf = Vec::with_capacity(hint.saturating_add(1));
-    stdin.lock().read_to_end(&mut buf)?;
-    Ok(buf)
+    responses.end()
 }

@@ -1,0 +1,281 @@
+//! `hgframe frames pack` / `unpack` through the real binary: round trips for every
+//! option, stdin as a pipe and as a file, requests written in ascending order with
+//! out-of-order data held (and spilled), and responses that never end.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use bytes::BytesMut;
+use hgframe_wire::{Frame, FrameDecoder, FrameType, RequestId, StreamFlags, StreamId};
+
+fn hgframe(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hgframe"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    // Written from a thread: the child writes its output while it reads.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// The same with stdin redirected from a file (`< file`).
+fn hgframe_file_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(stdin).unwrap();
+    use std::io::Seek;
+    file.rewind().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hgframe"))
+        .args(args)
+        .stdin(Stdio::from(file))
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn text(n: usize, seed: u64) -> Vec<u8> {
+    let words = ["def", "self", "return", "value", "stream", "frame", "None"];
+    let mut out = Vec::with_capacity(n + 16);
+    let mut x = seed | 1;
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % 7) as usize].as_bytes());
+        out.push(if x % 5 == 0 { b'\n' } else { b' ' });
+        if x % 97 == 0 {
+            // some noise
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+fn frames_of(wire: &[u8]) -> Vec<Frame> {
+    let mut decoder = FrameDecoder::with_max_payload_len(16_777_215);
+    let mut buf = BytesMut::from(wire);
+    let mut frames = Vec::new();
+    while let Some(f) = decoder.decode(&mut buf).unwrap() {
+        frames.push(f);
+    }
+    assert!(buf.is_empty());
+    frames
+}
+
+fn wire_of(frames: &[Frame]) -> Vec<u8> {
+    let mut wire = BytesMut::new();
+    for f in frames {
+        f.encode(&mut wire);
+    }
+    wire.to_vec()
+}
+
+#[test]
+fn pack_then_unpack_gives_the_input_back_for_every_option() {
+    let big = text(5 << 20, 1);
+    for input in [Vec::new(), b"x".to_vec(), big] {
+        for encoding in ["identity", "zstd-8mb"] {
+            for (streams, max) in [
+                ("1", "32768"),
+                ("2", "32768"),
+                ("3", "1000"),
+                ("2", "200000"),
+            ] {
+                let args = [
+                    "frames",
+                    "pack",
+                    "--encoding",
+                    encoding,
+                    "--streams",
+                    streams,
+                    "--max-frame-size",
+                    max,
+                ];
+                let what = format!("{} bytes, {args:?}", input.len());
+                // stdin as a pipe, then as a file: the same frames.
+                let packed = hgframe(&args, &input);
+                assert!(packed.status.success(), "{what}: {}", stderr(&packed));
+                let from_file = hgframe_file_stdin(&args, &input);
+                assert!(from_file.status.success(), "{what}: {}", stderr(&from_file));
+                let max: usize = max.parse().unwrap();
+                for wire in [&packed.stdout, &from_file.stdout] {
+                    assert!(frames_of(wire).iter().all(|f| f.payload().len() <= max));
+                    let unpacked = hgframe(&["frames", "unpack"], wire);
+                    assert!(unpacked.status.success(), "{what}: {}", stderr(&unpacked));
+                    assert!(unpacked.stdout == input, "{what}: round trip differs");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pack_emits_requests_in_ascending_order_of_first_data() {
+    // Stream k starts only once every lower stream's data is out, whatever the
+    // scheduling: the first bytes-response of request 1 comes before that of 3, 5, 7.
+    let input = text(6 << 20, 2);
+    for encoding in ["identity", "zstd-8mb"] {
+        let o = hgframe(
+            &["frames", "pack", "--encoding", encoding, "--streams", "4"],
+            &input,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut first_seen = Vec::new();
+        for f in frames_of(&o.stdout) {
+            if f.known_type() == Some(FrameType::BytesResponse)
+                && !first_seen.contains(&f.request_id().0)
+            {
+                first_seen.push(f.request_id().0);
+            }
+        }
+        assert_eq!(first_seen, [1, 3, 5, 7], "{encoding}");
+    }
+}
+
+#[test]
+fn each_request_ends_with_exactly_one_eos_frame() {
+    // The input is pushed in 1 MiB pieces: only the last piece's last frame has eos.
+    let input = text(5 << 20, 3);
+    for encoding in ["identity", "zstd-8mb"] {
+        let o = hgframe(
+            &["frames", "pack", "--encoding", encoding, "--streams", "2"],
+            &input,
+        );
+        let frames = frames_of(&o.stdout);
+        for request in [1, 3] {
+            let data: Vec<&Frame> = frames
+                .iter()
+                .filter(|f| {
+                    f.request_id() == RequestId(request)
+                        && f.known_type() == Some(FrameType::BytesResponse)
+                })
+                .collect();
+            assert!(data.len() > 10, "{encoding}");
+            let (last, rest) = data.split_last().unwrap();
+            assert_eq!(last.flags(), 0x02, "{encoding}");
+            assert!(rest.iter().all(|f| f.flags() == 0x01), "{encoding}");
+        }
+    }
+}
+
+fn data_frame(request: u16, stream: u8, begin: bool, eos: bool, payload: &[u8]) -> Frame {
+    Frame::new(
+        RequestId(request),
+        StreamId(stream),
+        if begin {
+            StreamFlags::STREAM_BEGIN
+        } else {
+            StreamFlags::empty()
+        },
+        FrameType::BytesResponse,
+        if eos { 0x02 } else { 0x01 },
+        payload.to_vec(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn unpack_holds_higher_requests_until_the_lower_one_ends() {
+    // Request 3's data (more than unpack keeps in memory, so part of it goes to a
+    // temporary file) arrives while request 1 is still being written.
+    let r1a = text(100_000, 4);
+    let r1b = text(50_000, 5);
+    let r3 = text(20 << 20, 6);
+    let mut frames = vec![data_frame(1, 2, true, false, &r1a)];
+    let pieces: Vec<&[u8]> = r3.chunks(60_000).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        frames.push(data_frame(3, 4, i == 0, i + 1 == pieces.len(), piece));
+    }
+    frames.push(data_frame(1, 2, false, true, &r1b));
+    let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == [&r1a[..], &r1b, &r3].concat());
+}
+
+#[test]
+fn unpack_of_a_response_without_eos_is_exit_1_naming_the_request() {
+    let input = text(3 << 20, 7);
+    for streams in ["1", "2"] {
+        let packed = hgframe(
+            &[
+                "frames",
+                "pack",
+                "--encoding",
+                "zstd-8mb",
+                "--streams",
+                streams,
+            ],
+            &input,
+        );
+        let frames = frames_of(&packed.stdout);
+        // Drop the last frame of the last request: its eos never comes.
+        let last = 2 * streams.parse::<u16>().unwrap() - 1;
+        let pos = frames
+            .iter()
+            .rposition(|f| f.request_id() == RequestId(last))
+            .unwrap();
+        let mut cut = frames.clone();
+        cut.remove(pos);
+        let o = hgframe(&["frames", "unpack"], &wire_of(&cut));
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let msg = stderr(&o);
+        assert!(msg.contains(&format!("request {last}")), "{msg}");
+        assert!(msg.contains("eos"), "{msg}");
+        assert!(!msg.contains("panicked"), "{msg}");
+        // What did decode was written as it came.
+        assert!(input.starts_with(&o.stdout));
+        assert!(o.stdout.len() > input.len() / 2, "{}", o.stdout.len());
+
+        // And a cut inside a frame is reported as a truncated frame.
+        let wire = packed.stdout;
+        let o = hgframe(&["frames", "unpack"], &wire[..wire.len() - 5]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn unpack_refuses_what_it_cannot_write_in_order() {
+    // Request 3 ends and is written before request 1 begins.
+    let frames = [
+        data_frame(3, 2, true, true, b"three"),
+        data_frame(1, 4, true, true, b"one"),
+    ];
+    let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("request 1"), "{}", stderr(&o));
+    // Data after eos.
+    let frames = [
+        data_frame(1, 2, true, true, b"one"),
+        data_frame(1, 2, false, true, b"again"),
+    ];
+    let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("after its eos"), "{}", stderr(&o));
+}
+
+#[test]
+fn unpack_reads_a_file() {
+    let input = text(300_000, 8);
+    let packed = hgframe(&["frames", "pack", "--encoding", "zstd-8mb"], &input);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frames.bin");
+    std::fs::write(&path, &packed.stdout).unwrap();
+    let o = hgframe(&["frames", "unpack", path.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == input);
+    let o = hgframe(&["frames", "unpack", "/nonexistent/frames.bin"], b"");
+    assert_eq!(o.status.code(), Some(1));
+}
