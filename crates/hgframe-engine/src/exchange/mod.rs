@@ -474,7 +474,14 @@ impl Exchange {
             return;
         };
         let cost = Handlers::cost(&cmd.name, &cmd.args);
-        if let Err(full) = self.handlers.can_admit(cost) {
+        // A full-duplex exchange stops reading at the limit, so it may go over by the
+        // one command that was being read; a half-duplex one reads on and refuses.
+        let admitted = if self.full_duplex {
+            Ok(())
+        } else {
+            self.handlers.can_admit(cost)
+        };
+        if let Err(full) = admitted {
             // Only a half-duplex exchange reads on at its limit (a full-duplex one
             // stopped reading): this command alone is refused.
             let message = format!(
