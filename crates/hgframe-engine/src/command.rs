@@ -371,17 +371,20 @@ pub(crate) enum Report {
     /// Response bytes; `eos` on the last.
     Data {
         request: RequestId,
+        gen: u64,
         data: Bytes,
         eos: bool,
     },
     /// Text output for people.
     Text {
         request: RequestId,
+        gen: u64,
         atoms: Vec<TextAtom>,
     },
     /// The handler returned (or panicked, reported by the exchange itself).
     Finished {
         request: RequestId,
+        gen: u64,
         result: Result<(), CommandError>,
     },
 }
@@ -393,6 +396,14 @@ impl Report {
             Self::Data { request, .. }
             | Self::Text { request, .. }
             | Self::Finished { request, .. } => *request,
+        }
+    }
+
+    /// Which command of that request id it is about: an id is reused once its response
+    /// has ended, while the handler that answered may still report (its return, say).
+    pub(crate) fn gen(&self) -> u64 {
+        match self {
+            Self::Data { gen, .. } | Self::Text { gen, .. } | Self::Finished { gen, .. } => *gen,
         }
     }
 
@@ -414,6 +425,7 @@ impl Report {
 #[derive(Debug)]
 pub struct Responder {
     request: RequestId,
+    gen: u64,
     tx: mpsc::Sender<Report>,
     piece_size: usize,
     /// Data from this size on is cut in pieces of this size instead, for the exchange
@@ -425,17 +437,23 @@ pub struct Responder {
 impl Responder {
     pub(crate) fn new(
         request: RequestId,
+        gen: u64,
         tx: mpsc::Sender<Report>,
         piece_size: usize,
         large_piece: Option<usize>,
     ) -> Self {
         Self {
             request,
+            gen,
             tx,
             piece_size: piece_size.max(1),
             large_piece: large_piece.map(|n| n.max(1)),
             finished: false,
         }
+    }
+
+    pub(crate) fn gen(&self) -> u64 {
+        self.gen
     }
 
     /// The request this responder answers.
@@ -465,6 +483,7 @@ impl Responder {
         self.tx
             .send(Report::Text {
                 request: self.request,
+                gen: self.gen,
                 atoms,
             })
             .await
@@ -485,6 +504,7 @@ impl Responder {
             self.tx
                 .send(Report::Data {
                     request: self.request,
+                    gen: self.gen,
                     data: piece,
                     eos: eos && last,
                 })
@@ -529,7 +549,7 @@ mod tests {
     #[tokio::test]
     async fn responder_cuts_pieces_and_marks_the_last() {
         let (tx, mut rx) = mpsc::channel(16);
-        let out = Responder::new(RequestId(1), tx, 4, None);
+        let out = Responder::new(RequestId(1), 0, tx, 4, None);
         out.finish(Bytes::from_static(b"abcdefghij")).await.unwrap();
         let mut got = Vec::new();
         while let Ok(Report::Data { data, eos, .. }) = rx.try_recv() {
@@ -548,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn responder_cuts_large_writes_in_large_pieces() {
         let (tx, mut rx) = mpsc::channel(16);
-        let mut out = Responder::new(RequestId(1), tx, 2, Some(4));
+        let mut out = Responder::new(RequestId(1), 0, tx, 2, Some(4));
         out.write(Bytes::from_static(b"abcdefghij")).await.unwrap();
         out.finish(Bytes::from_static(b"xyz")).await.unwrap();
         let mut got = Vec::new();

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use common::{answers, command, input, multirequest, on_stream, run, server};
 use hgframe_engine::{
     CommandError, CommandInput, EngineConfig, Permission, Registry, Responder, Scope,
@@ -245,4 +247,48 @@ fn unusable_limits_are_refused_when_the_server_is_built() {
         let e = hgframe_engine::Server::new(Registry::new(), config).unwrap_err();
         assert_eq!(e.setting(), setting, "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_after_its_answer_gets_its_own_answer() {
+    // `late` answers at once but returns 300 ms later; meanwhile the client, which has
+    // its answer, sends another command with the same id. The late return must not
+    // end (or feed) the new command's response.
+    let mut r = registry(Arc::default());
+    r.register(
+        "late",
+        Permission::ReadOnly,
+        |_: CommandInput, out: Responder| async move {
+            out.finish(Bytes::from_static(b"first")).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Err::<(), _>(CommandError::new("late failure, after the answer"))
+        },
+    )
+    .unwrap();
+    let server = server(r, EngineConfig::default());
+    let frames = on_stream([
+        command(1, "late", &[], None),
+        command(1, "echo", &[], Some(&b"second"[..])),
+    ]);
+    let (out, _) = run(
+        &server,
+        true,
+        Scope::Connection,
+        common::dripping(frames, Duration::from_millis(100)),
+    )
+    .await;
+    let mut bodies = Vec::new();
+    let mut current = Vec::new();
+    for frame in hgframe_wire::Frames::new(out) {
+        let frame = frame.unwrap();
+        assert_eq!(
+            frame.known_type(),
+            Some(hgframe_wire::FrameType::BytesResponse)
+        );
+        current.extend_from_slice(frame.payload());
+        if frame.flags() & hgframe_wire::BytesResponseFlags::EOS.bits() != 0 {
+            bodies.push(std::mem::take(&mut current));
+        }
+    }
+    assert_eq!(bodies, [b"first".to_vec(), b"second".to_vec()]);
 }

@@ -139,6 +139,7 @@ impl Handlers {
             (None, false) => None,
         };
         let input = CommandInput::new(name, args, data, self.pool.clone());
+        let gen = out.gen();
         let run = async move {
             // A panic in a handler fails its command, not the exchange.
             let result = std::panic::AssertUnwindSafe(handler.call(input, out))
@@ -146,7 +147,13 @@ impl Handlers {
                 .await
                 .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
             // Through the same queue as its data, so the end comes after it.
-            let _ = reports.send(Report::Finished { request, result }).await;
+            let _ = reports
+                .send(Report::Finished {
+                    request,
+                    gen,
+                    result,
+                })
+                .await;
         };
         self.waiting.push_back(Waiting {
             request,

@@ -104,6 +104,9 @@ pub(crate) struct Exchange {
     report_rx: mpsc::Receiver<Report>,
     /// Requests dispatched whose response has not ended yet.
     open: HashSet<RequestId>,
+    /// The latest command of each request id (its number in the exchange): reports of
+    /// an earlier command with the same id are stale.
+    current: HashMap<RequestId, u64>,
     /// Worker streams compressing large pieces.
     workers: Workers,
     /// Per request, its pieces compressing and the reports behind them, in order.
@@ -159,6 +162,7 @@ impl Exchange {
             report_tx,
             report_rx,
             open: HashSet::new(),
+            current: HashMap::new(),
             workers,
             lanes: HashMap::new(),
             lane_reports: 0,
@@ -316,6 +320,9 @@ impl Exchange {
     /// exchange), which lets its handler go on; later reports of a failed response are
     /// dropped, which frees their handlers too.
     fn unblock(&mut self, report: Report) {
+        if !self.is_current(&report) {
+            return;
+        }
         let request = report.request();
         if let Report::Finished { .. } = report {
             self.handlers.forget_data(request);
@@ -460,6 +467,8 @@ impl Exchange {
         self.counters.stats.commands += 1;
         self.timers.command();
         let request = cmd.request_id;
+        let gen = self.counters.stats.commands;
+        self.current.insert(request, gen);
         self.open.insert(request);
         if matches!(self.scope, Scope::Connection) && cmd.name.as_ref() == b"hello" {
             self.hello(cmd);
@@ -496,6 +505,7 @@ impl Exchange {
         let name = String::from_utf8_lossy(&cmd.name).into_owned();
         let out = Responder::new(
             request,
+            gen,
             self.report_tx.clone(),
             self.config.response_piece(),
             self.workers.piece_size(&self.reactor),
@@ -538,6 +548,9 @@ impl Exchange {
     /// piece starts compressing on a worker, and anything else is fed to the reactor, or
     /// waits behind the request's pieces still compressing.
     fn on_report(&mut self, report: Report) {
+        if !self.is_current(&report) {
+            return;
+        }
         let request = report.request();
         if let Report::Finished { .. } = report {
             self.handlers.forget_data(request);
@@ -546,18 +559,26 @@ impl Exchange {
             return;
         }
         let report = match report {
-            Report::Data { request, data, eos } => {
-                match self.workers.start(&mut self.reactor, request, data, eos) {
-                    Ok(piece) => {
-                        if eos {
-                            self.open.remove(&request);
-                        }
-                        self.lanes.entry(request).or_default().push_back(piece);
-                        return;
+            Report::Data {
+                request,
+                gen,
+                data,
+                eos,
+            } => match self.workers.start(&mut self.reactor, request, data, eos) {
+                Ok(piece) => {
+                    if eos {
+                        self.open.remove(&request);
                     }
-                    Err(data) => Report::Data { request, data, eos },
+                    self.lanes.entry(request).or_default().push_back(piece);
+                    return;
                 }
-            }
+                Err(data) => Report::Data {
+                    request,
+                    gen,
+                    data,
+                    eos,
+                },
+            },
             other => other,
         };
         if report.ends_response() {
@@ -572,22 +593,32 @@ impl Exchange {
         }
     }
 
+    /// Whether a report is from the latest command of its request id (an id is reused
+    /// once its response has ended, while the handler that answered may still report).
+    fn is_current(&self, report: &Report) -> bool {
+        self.current.get(&report.request()) == Some(&report.gen())
+    }
+
     /// Feeds a report to the reactor (its turn has come).
     fn apply(&mut self, report: Report) {
         match report {
-            Report::Data { request, data, eos } => {
+            Report::Data {
+                request, data, eos, ..
+            } => {
                 self.pacing.gave(data.len());
                 let raw = data.len() as u64;
                 self.feed_counted(request, raw, |r| r.on_response_data(request, data, eos));
             }
-            Report::Text { request, atoms } => {
+            Report::Text { request, atoms, .. } => {
                 let fed = self.try_feed(request, |r| r.on_text_output(request, &atoms));
                 if let Err(ReactorError::Build(e)) = fed {
                     // Text that cannot be framed fails the command, visibly.
                     self.fail(request, &format!("text output cannot be sent: {e}"));
                 }
             }
-            Report::Finished { request, result } => match result {
+            Report::Finished {
+                request, result, ..
+            } => match result {
                 Ok(()) => self.feed(request, |r| r.on_response_data(request, Bytes::new(), true)),
                 Err(e) => self.feed(request, |r| r.on_application_error(request, e.message())),
             },
