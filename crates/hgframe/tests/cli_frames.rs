@@ -12,10 +12,16 @@ fn hgframe(args: &[&str], stdin: &[u8]) -> Output {
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    // A process that fails early (bad usage) may not read its input: ignore broken pipes.
-    let _ = input.write_all(stdin);
-    drop(input);
-    child.wait_with_output().unwrap()
+    // Written beside the reading of stdout (a command that writes as it reads would fill
+    // its stdout pipe while we still write). A process that fails early (bad usage) may
+    // not read its input: broken pipes are ignored.
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
 }
 
 fn stderr(o: &Output) -> String {
