@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 /// Bytes a server holds for all its exchanges together (commands waiting to run, output
 /// held for clients). Memory is charged before it is kept and given back when it is
@@ -139,9 +139,11 @@ impl Drop for Charge {
     }
 }
 
-/// A bounded pool for blocking work (file I/O, compression): at most `threads` jobs run
-/// at once, on tokio's blocking threads; the others wait their turn without a thread.
-/// Cheap to clone (shared).
+/// A bounded pool for blocking work (file I/O, compression): `threads` threads of its
+/// own, started as work arrives and kept while the pool lives; jobs beyond wait their
+/// turn in a queue, without a thread. Unlike `spawn_blocking` (whose threads can
+/// outnumber any permit scheme, since a thread becomes free for tokio only after the job
+/// has returned), the number of threads is a hard bound. Cheap to clone (shared).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -152,52 +154,159 @@ impl Drop for Charge {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BlockingPool {
-    permits: Arc<Semaphore>,
-    threads: usize,
+    handle: Arc<PoolHandle>,
 }
 
-/// A blocking job that did not complete: it panicked, or the runtime is shutting down.
+/// The handles' share of a pool: when the last goes, the threads end (they hold only
+/// the inner state).
+#[derive(Debug)]
+struct PoolHandle {
+    inner: Arc<PoolInner>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Debug)]
+struct PoolInner {
+    threads: usize,
+    state: std::sync::Mutex<PoolState>,
+    ready: std::sync::Condvar,
+    running: AtomicUsize,
+}
+
+struct PoolState {
+    jobs: std::collections::VecDeque<Job>,
+    started: usize,
+    idle: usize,
+    closed: bool,
+}
+
+impl std::fmt::Debug for PoolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolState")
+            .field("jobs", &self.jobs.len())
+            .field("started", &self.started)
+            .field("idle", &self.idle)
+            .finish()
+    }
+}
+
+/// A blocking job that did not complete: it panicked, or the pool is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a blocking job of the server failed (it panicked, or the server is shutting down)")]
 pub struct JobFailed;
 
 impl BlockingPool {
-    /// A pool of `threads` (at least 1).
+    /// A pool of at most `threads` threads (at least 1).
     pub fn new(threads: usize) -> Self {
-        let threads = threads.max(1);
+        let inner = Arc::new(PoolInner {
+            threads: threads.max(1),
+            state: std::sync::Mutex::new(PoolState {
+                jobs: std::collections::VecDeque::new(),
+                started: 0,
+                idle: 0,
+                closed: false,
+            }),
+            ready: std::sync::Condvar::new(),
+            running: AtomicUsize::new(0),
+        });
         Self {
-            permits: Arc::new(Semaphore::new(threads)),
-            threads,
+            handle: Arc::new(PoolHandle { inner }),
         }
     }
 
     /// Its size.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.handle.inner.threads
     }
 
     /// Jobs running now.
     pub fn running(&self) -> usize {
-        self.threads - self.permits.available_permits()
+        self.handle.inner.running.load(Ordering::Acquire)
     }
 
-    /// Runs `job` on a blocking thread once one of the pool's slots is free.
+    /// Threads started so far (never more than [`Self::threads`]).
+    pub fn started(&self) -> usize {
+        self.handle.inner.state.lock().map_or(0, |s| s.started)
+    }
+
+    /// Runs `job` on one of the pool's threads when one is free.
     pub async fn run<T, F>(&self, job: F) -> Result<T, JobFailed>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| JobFailed)?;
-        tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|_| JobFailed)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(&self.handle.inner);
+        let job: Job = Box::new(move || {
+            inner.running.fetch_add(1, Ordering::AcqRel);
+            // A panic fails this job only; the thread goes on.
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            inner.running.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(out);
+        });
+        self.submit(job)?;
+        match rx.await {
+            Ok(Ok(out)) => Ok(out),
+            _ => Err(JobFailed),
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), JobFailed> {
+        let mut state = self.handle.inner.state.lock().map_err(|_| JobFailed)?;
+        state.jobs.push_back(job);
+        if state.idle == 0 && state.started < self.handle.inner.threads {
+            state.started += 1;
+            let inner = Arc::clone(&self.handle.inner);
+            let spawned = std::thread::Builder::new()
+                .name("hgframe-blocking".into())
+                .spawn(move || worker(&inner));
+            if spawned.is_err() {
+                state.started -= 1;
+                if state.started == 0 {
+                    state.jobs.pop_back();
+                    return Err(JobFailed);
+                }
+            }
+        }
+        drop(state);
+        self.handle.inner.ready.notify_one();
+        Ok(())
+    }
+}
+
+/// A pool thread: runs jobs until the pool is dropped.
+fn worker(inner: &PoolInner) {
+    loop {
+        let job = {
+            let Ok(mut state) = inner.state.lock() else {
+                return;
+            };
+            loop {
+                if let Some(job) = state.jobs.pop_front() {
+                    break job;
+                }
+                if state.closed {
+                    return;
+                }
+                state.idle += 1;
+                state = match inner.ready.wait(state) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                state.idle -= 1;
+            }
+        };
+        job();
+    }
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.inner.state.lock() {
+            state.closed = true;
+        }
+        self.inner.ready.notify_all();
     }
 }
 
@@ -246,5 +355,16 @@ mod tests {
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
         assert_eq!(pool.running(), 0);
+        assert_eq!(pool.started(), 2, "never more threads than its size");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let pool = BlockingPool::new(1);
+        assert_eq!(
+            pool.run(|| -> u8 { panic!("on purpose") }).await,
+            Err(JobFailed)
+        );
+        assert_eq!(pool.run(|| 5).await, Ok(5));
     }
 }
