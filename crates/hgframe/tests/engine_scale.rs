@@ -441,7 +441,6 @@ async fn echoes_100000_over_one_h2c_exchange_going_round_the_ids() {
     assert_eq!(stats.commands, FULL_DUPLEX_CALLS as u64);
 }
 
-#[ignore = "engine bug: a handler's end (Report::Finished) is keyed by request id only; when the id is reused after its answer ended, the old handler's late end answers the new command with an empty eos (exchange/mod.rs on_report)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoes_100000_over_one_h2c_exchange_reusing_ids() {
     let server = TestServer::start(|_, _| {}).await;
@@ -541,7 +540,6 @@ async fn echoes_100000_over_one_byte_stream_connection() {
 /// request id reused as soon as its answer has ended (which the protocol allows) while
 /// the handler that answered it has not returned yet. The old handler's end must not
 /// be taken for the new command's.
-#[ignore = "engine bug: a handler's end (Report::Finished) is keyed by request id only; when the id is reused after its answer ended, the old handler's late end answers the new command with an empty eos (exchange/mod.rs on_report)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_reused_at_once_gets_its_own_answer() {
     let mut registry = Registry::new();
@@ -893,7 +891,6 @@ fn a_slow_reader_of_250_cats_of_4_mib_keeps_the_server_small() {
 }
 
 #[test]
-#[ignore = "engine bug: BlockingPool::run (admission.rs) frees its slot inside the spawn_blocking closure, before the thread is idle again, so each next job may start a fresh tokio blocking thread; threads are bounded by tokio's max_blocking_threads (512), not by blocking_threads (9 to 31 threads seen where 15 are designed)"]
 fn a_slow_reader_of_250_cats_runs_no_more_threads_than_designed() {
     let max_threads = designed_threads();
     let SlowRead { peak, names } = slow_read_of_250_cats();

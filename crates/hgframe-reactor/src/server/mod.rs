@@ -307,7 +307,7 @@ impl ServerReactor {
             // With no command being received, only a command-name makes sense (the
             // seed's "idle" state).
             Some(FrameType::CommandArgument | FrameType::CommandData)
-                if self.receiving_commands() == 0 =>
+                if !self.is_receiving_any(frame.request_id()) =>
             {
                 Err(expected_command)
             }
@@ -358,7 +358,14 @@ impl ServerReactor {
         }
         let have_args = flags.contains(CommandNameFlags::HAVE_ARGS);
         let have_data = flags.contains(CommandNameFlags::HAVE_DATA);
-        let receiving = self.receiving_commands() + 1;
+        // The count is at most the number of requests: counted only when it may matter
+        // (counting each time made a batch of n commands cost n squared).
+        let may_exceed = self.requests.len() >= self.config.max_receiving_commands();
+        let receiving = if may_exceed {
+            self.receiving_commands() + 1
+        } else {
+            0
+        };
         if receiving > self.config.max_receiving_commands() {
             return Err(ProtocolError::Limit {
                 limit: Limit::ReceivingCommands,
@@ -495,8 +502,23 @@ impl ServerReactor {
         }))
     }
 
+    /// Whether any command is being received; `id`'s own state answers at once in the
+    /// usual case (its frames are arriving), without walking every request.
+    fn is_receiving_any(&self, id: RequestId) -> bool {
+        self.requests
+            .get(&id)
+            .is_some_and(RequestState::is_receiving)
+            || self.receiving_commands() > 0
+    }
+
     fn check_active_limit(&self, id: RequestId) -> Result<(), ProtocolError> {
-        let active = self.active_requests() + 1;
+        // As for receiving commands: counted only when the limit may be reached.
+        let may_exceed = self.requests.len() >= self.config.max_active_requests();
+        let active = if may_exceed {
+            self.active_requests() + 1
+        } else {
+            0
+        };
         if active > self.config.max_active_requests() {
             return Err(ProtocolError::Limit {
                 limit: Limit::ActiveRequests,
