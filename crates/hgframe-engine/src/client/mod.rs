@@ -619,7 +619,13 @@ impl ClientOptions {
     /// A driver for one exchange, where its calls go, and the accept list it offers.
     #[doc(hidden)]
     pub fn new_driver(&self, full_duplex: bool) -> (Driver, CallQueue, String) {
-        let reactor = ClientReactor::new(self.reactor.clone());
+        let mut config = self.reactor.clone();
+        if !full_duplex {
+            // Half duplex: every call of the exchange is in flight at once (the server
+            // answers once the request has ended), up to every odd request id.
+            config.set_max_in_flight(config.max_in_flight().max(1 << 15));
+        }
+        let reactor = ClientReactor::new(config);
         let accepts = self.accept_list(&reactor);
         let window = if full_duplex { self.window } else { usize::MAX };
         let budget = Budget::new(self.response_queue, self.response_buffer);
