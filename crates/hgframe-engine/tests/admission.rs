@@ -53,19 +53,8 @@ fn registry(gauge: Arc<Gauge>) -> Registry {
         },
     )
     .unwrap();
-    r.register(
-        "echo",
-        Permission::ReadOnly,
-        |mut input: CommandInput, mut out: Responder| async move {
-            if let Some(mut data) = input.take_data() {
-                while let Some(piece) = data.chunk().await? {
-                    out.write(piece).await?;
-                }
-            }
-            Ok::<(), CommandError>(())
-        },
-    )
-    .unwrap();
+    r.register("echo", Permission::ReadOnly, common::echo)
+        .unwrap();
     r
 }
 

@@ -17,19 +17,8 @@ use tokio::time::Instant;
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register(
-        "echo",
-        Permission::ReadOnly,
-        |mut input: CommandInput, mut out: Responder| async move {
-            if let Some(mut data) = input.take_data() {
-                while let Some(piece) = data.chunk().await? {
-                    out.write(piece).await?;
-                }
-            }
-            Ok::<(), CommandError>(())
-        },
-    )
-    .unwrap();
+    r.register("echo", Permission::ReadOnly, common::echo)
+        .unwrap();
     r.register(
         "big",
         Permission::ReadOnly,

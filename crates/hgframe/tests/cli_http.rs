@@ -570,9 +570,18 @@ fn serve_refuses_an_unusable_option_before_it_listens() {
     // A zstd level out of range used to be accepted, and every zstd response then
     // never started. Now nothing listens: exit 2, the option named.
     for (args, option) in [
-        (&["serve", "--listen", "127.0.0.1:0", "--level", "50"][..], "--level"),
-        (&["serve", "--listen", "127.0.0.1:0", "--level", "-200000"][..], "--level"),
-        (&["serve", "--listen", "127.0.0.1:0", "--encoding", "zstd-9gb"][..], "zstd-9gb"),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--level", "50"][..],
+            "--level",
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--level", "-200000"][..],
+            "--level",
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--encoding", "zstd-9gb"][..],
+            "zstd-9gb",
+        ),
     ] {
         let out = hgframe(args, b"");
         let stderr = failed(&out, 2);

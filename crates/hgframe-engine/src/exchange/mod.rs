@@ -320,16 +320,10 @@ impl Exchange {
     /// exchange), which lets its handler go on; later reports of a failed response are
     /// dropped, which frees their handlers too.
     fn unblock(&mut self, report: Report) {
-        if !self.is_current(&report) {
+        if !self.is_live(&report) {
             return;
         }
         let request = report.request();
-        if let Report::Finished { .. } = report {
-            self.handlers.forget_data(request);
-        }
-        if !self.open.contains(&request) {
-            return;
-        }
         let message = format!(
             "the response does not fit in a half-duplex exchange: more than {} bytes \
              would be held before the request ends; send this command over HTTP/2 or a \
@@ -548,16 +542,10 @@ impl Exchange {
     /// piece starts compressing on a worker, and anything else is fed to the reactor, or
     /// waits behind the request's pieces still compressing.
     fn on_report(&mut self, report: Report) {
-        if !self.is_current(&report) {
+        if !self.is_live(&report) {
             return;
         }
         let request = report.request();
-        if let Report::Finished { .. } = report {
-            self.handlers.forget_data(request);
-        }
-        if !self.open.contains(&request) {
-            return;
-        }
         let report = match report {
             Report::Data {
                 request,
@@ -593,10 +581,19 @@ impl Exchange {
         }
     }
 
-    /// Whether a report is from the latest command of its request id (an id is reused
-    /// once its response has ended, while the handler that answered may still report).
-    fn is_current(&self, report: &Report) -> bool {
-        self.current.get(&report.request()) == Some(&report.gen())
+    /// Whether a report still counts: it is from the latest command of its request id
+    /// (an id is reused once its response has ended, while the handler that answered may
+    /// still report), and that response has not ended. A handler's end also ends the
+    /// delivery of its command data.
+    fn is_live(&mut self, report: &Report) -> bool {
+        let request = report.request();
+        if self.current.get(&request) != Some(&report.gen()) {
+            return false;
+        }
+        if let Report::Finished { .. } = report {
+            self.handlers.forget_data(request);
+        }
+        self.open.contains(&request)
     }
 
     /// Feeds a report to the reactor (its turn has come).

@@ -60,6 +60,19 @@ pub fn dripping(frames: Vec<Frame>, every: Duration) -> FrameInput {
     )
 }
 
+/// `echo`: answers its command data as it arrives.
+pub async fn echo(
+    mut input: hgframe_engine::CommandInput,
+    mut out: hgframe_engine::Responder,
+) -> Result<(), hgframe_engine::CommandError> {
+    if let Some(mut data) = input.take_data() {
+        while let Some(piece) = data.chunk().await? {
+            out.write(piece).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A server of `registry` with `config`.
 pub fn server(registry: Registry, config: EngineConfig) -> Server {
     Server::new(registry, config).unwrap()
