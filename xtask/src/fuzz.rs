@@ -64,21 +64,18 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let fuzz_dir = root.join("fuzz");
     ensure_cargo_fuzz()?;
     // The fuzz crate's lock file must be up to date, as the workspace's (`--locked`).
-    crate::run(
-        "cargo",
-        &[
-            "metadata",
-            "--locked",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--manifest-path",
-            &path_str(&fuzz_dir.join("Cargo.toml"))?,
-        ],
-    )
-    .context(
-        "fuzz/Cargo.lock is out of date: run `cargo update -w --manifest-path fuzz/Cargo.toml`",
-    )?;
+    let locked = Command::new("cargo")
+        .args(["metadata", "--locked", "--format-version", "1", "--no-deps"])
+        .arg("--manifest-path")
+        .arg(fuzz_dir.join("Cargo.toml"))
+        .stdout(Stdio::null())
+        .status()
+        .context("starting cargo metadata")?;
+    if !locked.success() {
+        bail!(
+            "fuzz/Cargo.lock is out of date: run `cargo update -w --manifest-path fuzz/Cargo.toml` and commit it"
+        );
+    }
 
     let all = list_targets(&fuzz_dir)?;
     let targets = match target {
