@@ -129,8 +129,9 @@ impl Answer {
 /// (bit 0 deferred output, bit 1 streaming command data, bit 2 `zstd-8mb` output,
 /// bit 3 tight limits, bits 4..8 how much each pull takes), `data[1..]` is the client's
 /// frames in wire format. Every command dispatched is answered, at once or later, in one
-/// of several ways chosen by its name, so the reactor gets past its limits on active
-/// requests; at end of input every answer is finished and all output is pulled.
+/// of several ways chosen by its name (with streamed data, some answers wait for the
+/// data's end), so the reactor gets past its limits on active requests; at end of input
+/// every answer is finished and all output is pulled.
 ///
 /// Checks: every answer to a running request is accepted; partial commands never hold
 /// more than `max_buffered_data`; everything pulled decodes as valid frames on even
@@ -166,6 +167,7 @@ fn run_server_session(data: &[u8]) -> Result<Bytes, String> {
     let mut driver = Driver {
         server: ServerReactor::new(config),
         pending: VecDeque::new(),
+        awaiting: Vec::new(),
         dispatched: 0,
         output: Output::new(),
         pull,
@@ -184,6 +186,7 @@ fn run_server_session(data: &[u8]) -> Result<Bytes, String> {
     }
     let action = driver.server.on_input_eof();
     driver.act(action)?;
+    driver.answer_awaiting()?;
     while !driver.pending.is_empty() {
         driver.step()?;
     }
@@ -216,6 +219,8 @@ struct Pending {
 struct Driver {
     server: ServerReactor,
     pending: VecDeque<Pending>,
+    /// Commands whose streamed data has not ended, with their answer and what came.
+    awaiting: Vec<(RequestId, Answer, BytesMut)>,
     dispatched: usize,
     output: Output,
     pull: usize,
@@ -223,8 +228,14 @@ struct Driver {
 
 impl Driver {
     fn act(&mut self, action: ServerAction) -> Check {
-        let ServerAction::RunCommand(cmd) = action else {
-            return Ok(());
+        let cmd = match action {
+            ServerAction::RunCommand(cmd) => cmd,
+            ServerAction::CommandData {
+                request_id,
+                data,
+                eos,
+            } => return self.on_data(request_id, &data, eos),
+            _ => return Ok(()),
         };
         self.dispatched += 1;
         let answer = Answer::of(&cmd);
@@ -236,8 +247,41 @@ impl Driver {
         if let Some(data) = &cmd.data {
             body.extend_from_slice(data);
         }
-        let request = cmd.request_id;
-        let body = body.freeze();
+        if cmd.data_follows && !matches!(answer, Answer::Echo | Answer::Text | Answer::Fail) {
+            // Streamed data: these answers wait for its end (the others answer while
+            // it still arrives).
+            self.awaiting.push((cmd.request_id, answer, body));
+            return Ok(());
+        }
+        self.answer(cmd.request_id, answer, body.freeze())
+    }
+
+    /// A piece of a streamed command's data: kept (the first 4 KiB), and the command is
+    /// answered at its end.
+    fn on_data(&mut self, request: RequestId, data: &Bytes, eos: bool) -> Check {
+        let Some(at) = self.awaiting.iter().position(|(r, ..)| *r == request) else {
+            return Ok(());
+        };
+        if let Some((_, _, body)) = self.awaiting.get_mut(at) {
+            let room = 4096usize.saturating_sub(body.len());
+            body.extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
+        }
+        if eos {
+            let (request, answer, body) = self.awaiting.swap_remove(at);
+            return self.answer(request, answer, body.freeze());
+        }
+        Ok(())
+    }
+
+    /// Input ended: commands still waiting for their data are answered with what came.
+    fn answer_awaiting(&mut self) -> Check {
+        for (request, answer, body) in std::mem::take(&mut self.awaiting) {
+            self.answer(request, answer, body.freeze())?;
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, request: RequestId, answer: Answer, body: Bytes) -> Check {
         let accepted = |r: Result<ServerAction, crate::ReactorError>| {
             r.map(drop)
                 .map_err(|e| format!("answering running request {request}: {e}"))
@@ -591,6 +635,27 @@ mod tests {
         let mut out = Output::new();
         out.check(output).unwrap();
         assert_eq!((out.final_frames, out.protocol_errors), (6, 0));
+    }
+
+    #[test]
+    fn streamed_data_is_answered_at_its_end() {
+        // Streaming mode; "echo" (a driver-stream answer) has 200 bytes of data in
+        // several 64-byte frames and is answered once they have all come.
+        let traffic = client_traffic("identity", &["foo", "echo"], true).unwrap();
+        let mut input = vec![0x02];
+        input.extend_from_slice(&traffic);
+        let output = run_server_session(&input).unwrap();
+        let mut out = Output::new();
+        out.check(output.clone()).unwrap();
+        assert_eq!((out.final_frames, out.protocol_errors), (2, 0));
+        // The echo's answer carries the data that was streamed.
+        let answer: Vec<u8> = Frames::new(output)
+            .map(Result::unwrap)
+            .filter(|f| f.request_id() == RequestId(3))
+            .flat_map(|f| f.payload().to_vec())
+            .collect();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains(&"data ".repeat(40)), "{answer}");
     }
 
     #[test]
