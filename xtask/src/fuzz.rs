@@ -279,3 +279,46 @@ pub(crate) fn write_seeds() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Report {
+        Report {
+            target: "t".into(),
+            ok: false,
+            runs: None,
+            secs: 0.0,
+            cov: None,
+            ft: None,
+            corpus: None,
+        }
+    }
+
+    #[test]
+    fn reads_libfuzzers_final_figures() {
+        let mut r = empty();
+        for line in [
+            "INFO: Seed: 1234",
+            "#2\tINITED cov: 10 ft: 11 corp: 1/1b exec/s: 0 rss: 30Mb",
+            "#1578252\tDONE   cov: 895 ft: 2742 corp: 435/37Kb lim: 4096 exec/s: 15626 rss: 36Mb",
+            "Done 1578252 runs in 101 second(s)",
+            "stat::number_of_executed_units: 1578252",
+        ] {
+            read_line(line, &mut r);
+        }
+        assert_eq!(r.runs, Some(1_578_252));
+        assert_eq!(r.secs, 101.0);
+        assert_eq!((r.cov, r.ft), (Some(895), Some(2742)));
+        assert_eq!(r.corpus.as_deref(), Some("435/37Kb"));
+    }
+
+    #[test]
+    fn other_lines_leave_the_figures_alone() {
+        let mut r = empty();
+        read_line("==123== ERROR: libFuzzer: deadly signal", &mut r);
+        read_line("\"cov:\" # Uses: 12", &mut r);
+        assert_eq!((r.runs, r.cov, r.ft), (None, None, None));
+    }
+}
