@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use hgframe_stream::{DecodeLimits, IncomingStreams, Profiles, Side};
 use hgframe_wire::payload::text_output::TextAtom;
-use hgframe_wire::{ErrorResponseFlags, Frame, FrameType, Frames, RequestId, MAX_PAYLOAD_LEN};
+use hgframe_wire::{
+    ErrorResponseFlags, Frame, FrameType, Frames, RequestId, StreamFlags, StreamId, MAX_PAYLOAD_LEN,
+};
 
 use crate::{
     ClientConfig, ClientEvent, ClientReactor, CommandRequest, DataMode, ServerAction, ServerConfig,
@@ -127,8 +129,8 @@ impl Answer {
 
 /// A server reactor driven like a real driver: `data[0]` picks the configuration
 /// (bit 0 deferred output, bit 1 streaming command data, bit 2 `zstd-8mb` output,
-/// bit 3 tight limits, bits 4..8 how much each pull takes), `data[1..]` is the client's
-/// frames in wire format. Every command dispatched is answered, at once or later, in one
+/// bit 3 tight limits, bits 4..7 how much each pull takes, bit 7 [`Shape`] the frames),
+/// `data[1..]` is the client's frames in wire format. Every command dispatched is answered, at once or later, in one
 /// of several ways chosen by its name (with streamed data, some answers wait for the
 /// data's end), so the reactor gets past its limits on active requests; at end of input
 /// every answer is finished and all output is pulled.
@@ -162,7 +164,8 @@ fn run_server_session(data: &[u8]) -> Result<Bytes, String> {
             .set_max_active_requests(2)
             .set_max_frame_size(64);
     }
-    let pull = 1usize << (usize::from(mode >> 4) + 4);
+    let pull = 1usize << (usize::from((mode >> 4) & 7) + 4);
+    let mut shape = (mode & 0x80 != 0).then(|| Shape::new(Side::Client, None));
     let max_buffered = config.max_buffered_data();
     let mut driver = Driver {
         server: ServerReactor::new(config),
@@ -173,6 +176,10 @@ fn run_server_session(data: &[u8]) -> Result<Bytes, String> {
         pull,
     };
     for frame in Frames::new(Bytes::copy_from_slice(input)).map_while(Result::ok) {
+        let frame = match &mut shape {
+            Some(shape) => shape.apply(frame),
+            None => frame,
+        };
         let action = driver.server.on_frame(frame);
         driver.act(action)?;
         if driver.server.buffered_bytes() > max_buffered {
@@ -447,8 +454,8 @@ impl Output {
 
 /// A client reactor driven like a real driver: `data[0]` picks the configuration (bits
 /// 0..2: how many commands, bit 2 the last one sends data, bit 3 `zstd-8mb` for the
-/// client's own stream, bit 4 a tight in-flight limit), `data[1..]` is the server's
-/// frames in wire format.
+/// client's own stream, bit 4 a tight in-flight limit, bit 5 [`Shape`] the frames),
+/// `data[1..]` is the server's frames in wire format.
 ///
 /// Checks: the client's own output decodes as valid frames on odd streams; every event
 /// names a request that was in flight; a final event ends its request; after a
@@ -487,8 +494,13 @@ pub fn client_session(data: &[u8]) -> Check {
             .map_err(|e| format!("the client's output breaks the stream rules: {e}"))?;
     }
 
+    let mut shape = (mode & 0x20 != 0).then(|| Shape::new(Side::Server, Some(issued.clone())));
     let mut failed = false;
     for frame in Frames::new(Bytes::copy_from_slice(input)).map_while(Result::ok) {
+        let frame = match &mut shape {
+            Some(shape) => shape.apply(frame),
+            None => frame,
+        };
         let before: BTreeSet<RequestId> = issued
             .iter()
             .copied()
@@ -545,6 +557,58 @@ fn check_events(
     Ok(())
 }
 
+/// Makes arbitrary frames look like a peer's, so the fuzzer spends its time on the
+/// reactor's rules rather than on the stream layer's first checks: stream ids get the
+/// sender's parity, `stream-begin` is set on the first frame of each stream and cleared
+/// on the others, and request ids are the client's (odd) or, for a client reading
+/// answers, one of the requests it issued.
+struct Shape {
+    sender: Side,
+    requests: Option<Vec<RequestId>>,
+    open: BTreeSet<u8>,
+}
+
+impl Shape {
+    fn new(sender: Side, requests: Option<Vec<RequestId>>) -> Self {
+        Self {
+            sender,
+            requests,
+            open: BTreeSet::new(),
+        }
+    }
+
+    fn apply(&mut self, frame: Frame) -> Frame {
+        let stream = match self.sender {
+            Side::Client => frame.stream_id().0 | 1,
+            Side::Server => frame.stream_id().0 & !1,
+        };
+        let mut flags = frame.stream_flags() - StreamFlags::STREAM_BEGIN;
+        if self.open.insert(stream) {
+            flags |= StreamFlags::STREAM_BEGIN;
+        }
+        if flags.contains(StreamFlags::STREAM_END) {
+            self.open.remove(&stream);
+        }
+        let request = match &self.requests {
+            Some(ids) if !ids.is_empty() => ids
+                .get(usize::from(frame.request_id().0) % ids.len())
+                .copied()
+                .unwrap_or_else(|| frame.request_id()),
+            Some(_) => frame.request_id(),
+            None => RequestId(frame.request_id().0 | 1),
+        };
+        Frame::from_raw(
+            request,
+            StreamId(stream),
+            flags,
+            frame.frame_type(),
+            frame.flags(),
+            frame.payload().clone(),
+        )
+        .unwrap_or(frame)
+    }
+}
+
 /// What a client sends for `names` (each with an argument; the last with command data
 /// when `with_data`), with its own stream encoded as `encoding`.
 fn client_traffic(encoding: &str, names: &[&str], with_data: bool) -> Result<Vec<u8>, String> {
@@ -575,6 +639,7 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         (0x06, "zstd-8mb", true),
         (0x29, "identity", true),
         (0x3c, "zstd-8mb", false),
+        (0x8a, "zstd-8mb", true),
     ] {
         let traffic = client_traffic(encoding, &names, with_data)?;
         let mut input = vec![mode];
@@ -583,7 +648,7 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     }
     // The server's answers to four commands (request ids 1, 3, 5, 7), as the client
     // of `client_session` issues them.
-    for (server_mode, client_mode) in [(0x00u8, 0x03u8), (0x04, 0x0b), (0x24, 0x07)] {
+    for (server_mode, client_mode) in [(0x00u8, 0x03u8), (0x04, 0x0b), (0x24, 0x07), (0x80, 0x23)] {
         let traffic = client_traffic("identity", &["foo", "add", "bad", "dog"], false)?;
         let mut input = vec![server_mode];
         input.extend_from_slice(&traffic);
@@ -602,7 +667,7 @@ mod tests {
     #[test]
     fn seeds_pass_every_check_and_reach_the_answers() {
         let seeds = seeds().unwrap();
-        assert_eq!(seeds.len(), 7);
+        assert_eq!(seeds.len(), 9);
         for (target, input) in &seeds {
             match *target {
                 "server_reactor" => server_session(input).unwrap(),
@@ -656,6 +721,30 @@ mod tests {
             .collect();
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.contains(&"data ".repeat(40)), "{answer}");
+    }
+
+    #[test]
+    fn shaped_frames_have_the_senders_parity_and_begin_each_stream() {
+        let raw = |r, s, flags| {
+            Frame::from_raw(RequestId(r), StreamId(s), flags, 1, 1, Bytes::new()).unwrap()
+        };
+        let mut shape = Shape::new(Side::Client, None);
+        let a = shape.apply(raw(2, 2, StreamFlags::empty()));
+        let b = shape.apply(raw(
+            4,
+            3,
+            StreamFlags::STREAM_BEGIN | StreamFlags::STREAM_END,
+        ));
+        let c = shape.apply(raw(6, 3, StreamFlags::empty()));
+        assert_eq!((a.request_id(), a.stream_id()), (RequestId(3), StreamId(3)));
+        assert_eq!(a.stream_flags(), StreamFlags::STREAM_BEGIN);
+        assert_eq!(b.stream_flags(), StreamFlags::STREAM_END);
+        // The stream ended: the next frame opens it again.
+        assert_eq!(c.stream_flags(), StreamFlags::STREAM_BEGIN);
+
+        let mut shape = Shape::new(Side::Server, Some(vec![RequestId(1), RequestId(3)]));
+        let d = shape.apply(raw(5, 7, StreamFlags::empty()));
+        assert_eq!((d.request_id(), d.stream_id()), (RequestId(3), StreamId(6)));
     }
 
     #[test]
