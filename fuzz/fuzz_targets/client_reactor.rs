@@ -1,5 +1,8 @@
-//! The client reactor, with commands in flight, fed arbitrary server frames: events only for requests in flight, its own output valid, a failed client refuses every call.
-//! A thin shell: the checks live in `hgframe_reactor::fuzzing::client_session`, so tests run them too.
+//! The client reactor, with commands in flight, fed arbitrary server frames: events only
+//! for requests in flight, its own output valid, a failed client refuses every call.
+//!
+//! A thin shell: the checks live in `hgframe_reactor::fuzzing::client_session`, so tests
+//! run them too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,8 @@
-//! The human-readable frame syntax: arbitrary text parses or fails cleanly, and decode(encode(frame)) == frame for arbitrary frames.
-//! A thin shell: the checks live in `hgframe_wire::fuzzing::human_syntax`, so tests run them too.
+//! The human-readable frame syntax: arbitrary text parses or fails cleanly, and
+//! decode(encode(frame)) == frame for arbitrary frames.
+//!
+//! A thin shell: the checks live in `hgframe_wire::fuzzing::human_syntax`, so tests run
+//! them too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -130,10 +130,10 @@ impl Answer {
 /// A server reactor driven like a real driver: `data[0]` picks the configuration
 /// (bit 0 deferred output, bit 1 streaming command data, bit 2 `zstd-8mb` output,
 /// bit 3 tight limits, bits 4..7 how much each pull takes, bit 7 [`Shape`] the frames),
-/// `data[1..]` is the client's frames in wire format. Every command dispatched is answered, at once or later, in one
-/// of several ways chosen by its name (with streamed data, some answers wait for the
-/// data's end), so the reactor gets past its limits on active requests; at end of input
-/// every answer is finished and all output is pulled.
+/// `data[1..]` is the client's frames in wire format. Every command dispatched is
+/// answered, at once or later, in one of several ways chosen by its name (with streamed
+/// data, some answers wait for the data's end), so the reactor gets past its limits on
+/// active requests; at end of input every answer is finished and all output is pulled.
 ///
 /// Checks: every answer to a running request is accepted; partial commands never hold
 /// more than `max_buffered_data`; everything pulled decodes as valid frames on even
