@@ -129,8 +129,8 @@ impl Answer {
 
 /// A server reactor driven like a real driver: `data[0]` picks the configuration
 /// (bit 0 deferred output, bit 1 streaming command data, bit 2 `zstd-8mb` output,
-/// bit 3 tight limits, bits 4..7 how much each pull takes, bit 7 shapes the frames like a client's),
-/// `data[1..]` is the client's frames in wire format. Every command dispatched is
+/// bit 3 tight limits, bits 4..7 how much each pull takes, bit 7 shapes the frames like
+/// a client's), `data[1..]` is the client's frames in wire format. Every command dispatched is
 /// answered, at once or later, in one of several ways chosen by its name (with streamed
 /// data, some answers wait for the data's end), so the reactor gets past its limits on
 /// active requests; at end of input every answer is finished and all output is pulled.
@@ -454,8 +454,8 @@ impl Output {
 
 /// A client reactor driven like a real driver: `data[0]` picks the configuration (bits
 /// 0..2: how many commands, bit 2 the last one sends data, bit 3 `zstd-8mb` for the
-/// client's own stream, bit 4 a tight in-flight limit, bit 5 shapes the frames like a server's),
-/// `data[1..]` is the server's frames in wire format.
+/// client's own stream, bit 4 a tight in-flight limit, bit 5 shapes the frames like a
+/// server's), `data[1..]` is the server's frames in wire format.
 ///
 /// Checks: the client's own output decodes as valid frames on odd streams; every event
 /// names a request that was in flight; a final event ends its request; after a
