@@ -1,4 +1,4 @@
-//! The human-readable frame syntax of the command-line tool, one frame per line:
+//! The human-readable frame syntax (`docs/cli.md`), one frame per line:
 //!
 //! ```text
 //! <request-id> <stream-id> <stream-flags> <type> <flags> <payload>
