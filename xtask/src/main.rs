@@ -9,11 +9,11 @@
 //!   on the stable toolchain (installs cargo-fuzz if missing); see `fuzz/README.md`.
 //! - `fuzz-seeds`: writes the seed corpora (`fuzz/seeds/`) from valid traffic.
 
+mod fuzz;
+
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-
-mod fuzz;
 
 const LIBRARY_CRATES: [&str; 4] = [
     "hgframe-wire",
