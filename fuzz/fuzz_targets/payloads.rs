@@ -1,24 +1,15 @@
-//! Every payload codec on arbitrary bytes: errors are fine, panics are not; what decodes
-//! re-encodes to the same bytes.
+//! The payload codecs (command-argument, text-output, stream-settings, error-response) on
+//! arbitrary bytes: errors are fine, panics are not, and what decodes re-encodes to the
+//! same bytes.
+//!
+//! A thin shell: the checks live in `hgframe_wire::fuzzing::payloads`, so tests run them
+//! too.
 #![no_main]
 
-use bytes::Bytes;
-use hgframe_wire::payload::command_argument::ArgumentHead;
-use hgframe_wire::payload::stream_settings::StreamSettings;
-use hgframe_wire::payload::text_output;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let payload = Bytes::copy_from_slice(data);
-    let _ = ArgumentHead::parse(&payload);
-    if let Ok(settings) = StreamSettings::parse(&payload) {
-        assert_eq!(settings.encode().ok(), Some(payload.clone()));
-    }
-    if let Ok(atoms) = text_output::decode(&payload) {
-        let again = text_output::encode(&atoms, usize::MAX).ok();
-        assert_eq!(again, Some(payload));
-        for atom in atoms {
-            let _ = atom.render();
-        }
+    if let Err(broken) = hgframe_wire::fuzzing::payloads(data) {
+        panic!("{broken}");
     }
 });

@@ -5,7 +5,11 @@
 //!   workspace (a crate that only builds with a sibling's features shows up here).
 //! - `features`: each library crate with `--no-default-features`, then with default features.
 //! - `bench-report`: runs every criterion bench and prints where the reports are.
-//! - `fuzz TARGET [SECONDS]`: runs a fuzz target with cargo-fuzz (nightly).
+//! - `fuzz [TARGET] [--time SECONDS]`: runs one fuzz target or all of them with cargo-fuzz
+//!   on the stable toolchain (installs cargo-fuzz if missing); see `fuzz/README.md`.
+//! - `fuzz-seeds`: writes the seed corpora (`fuzz/seeds/`) from valid traffic.
+
+mod fuzz;
 
 use std::process::Command;
 
@@ -51,28 +55,10 @@ fn main() -> Result<()> {
             run("cargo", &["bench", "-p", "hgframe-benches"])?;
             println!("criterion reports: target/criterion/report/index.html");
         }
-        Some("fuzz") => {
-            let Some(target) = args.get(1) else {
-                bail!("usage: cargo run -p xtask -- fuzz TARGET [SECONDS]");
-            };
-            let secs = args.get(2).map_or("60", String::as_str);
-            let max_time = format!("-max_total_time={secs}");
-            run(
-                "cargo",
-                &[
-                    "+nightly",
-                    "fuzz",
-                    "run",
-                    "--fuzz-dir",
-                    "fuzz",
-                    target,
-                    "--",
-                    &max_time,
-                ],
-            )?;
-        }
+        Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default())?,
+        Some("fuzz-seeds") => fuzz::write_seeds()?,
         _ => {
-            println!("usage: cargo run -p xtask -- <ci | clippy-each | features | bench-report | fuzz TARGET [SECONDS]>");
+            println!("usage: cargo xtask <ci | clippy-each | features | bench-report | fuzz [TARGET] [--time SECONDS] | fuzz-seeds>");
         }
     }
     Ok(())

@@ -10,7 +10,7 @@
 //! The messages of the seed's reactor are kept word for word where it had one.
 
 use hgframe_stream::StreamError;
-use hgframe_wire::{BuildError, PayloadError, RequestId, StreamId};
+use hgframe_wire::{BuildError, Frame, FrameType, PayloadError, RequestId, StreamId};
 
 /// A limit of [`crate::ServerConfig`] or [`crate::ClientConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +75,15 @@ pub enum ProtocolError {
     /// A frame on a stream that is not open, without `stream-begin`.
     #[error("received frame on unknown inactive stream without beginning of stream flag set")]
     UnknownStream(StreamId),
+    /// A `stream-settings` frame with frame flags set: the type defines none, and like
+    /// every other frame type's undefined flags they are refused.
+    #[error("invalid flags {flags:#x} on stream-settings frame of stream {stream_id}")]
+    BadSettingsFlags {
+        /// The stream the frame opens.
+        stream_id: StreamId,
+        /// The frame's flags.
+        flags: u8,
+    },
     /// Any other violation of the stream rules (settings, encoding, corrupt or oversized
     /// compressed data).
     #[error("{0}")]
@@ -227,6 +236,7 @@ impl ProtocolError {
             Self::EvenStreamId(_)
             | Self::OddStreamId(_)
             | Self::UnknownStream(_)
+            | Self::BadSettingsFlags { .. }
             | Self::Stream(_)
             | Self::FrameAfterEof
             | Self::AlreadyErrored => None,
@@ -238,6 +248,18 @@ impl ProtocolError {
     pub fn to_wire_message(&self, max_len: usize) -> String {
         truncate_message(self.to_string(), max_len)
     }
+}
+
+/// Refuses a `stream-settings` frame with frame flags (the type defines none). The
+/// stream layer consumes these frames, so both reactors check before handing them on.
+pub(crate) fn check_settings_flags(frame: &Frame) -> Result<(), ProtocolError> {
+    if frame.known_type() == Some(FrameType::StreamSettings) && frame.flags() != 0 {
+        return Err(ProtocolError::BadSettingsFlags {
+            stream_id: frame.stream_id(),
+            flags: frame.flags(),
+        });
+    }
+    Ok(())
 }
 
 /// Cuts `message` to at most `max_len` bytes without splitting a character.

@@ -289,6 +289,21 @@ fn server_violations() {
                 ProtocolError::UnexpectedResponseType { frame_type: 1, .. }
             )
         }),
+        ("1 2 stream-begin stream-settings 1 \\x08identity", |e| {
+            matches!(e, ProtocolError::BadSettingsFlags { flags: 1, .. })
+        }),
+        ("1 2 stream-begin stream-settings 8 \\x08identity", |e| {
+            matches!(e, ProtocolError::BadSettingsFlags { flags: 8, .. })
+        }),
+        ("1 2 stream-begin text-output 1 x", |e| {
+            matches!(
+                e,
+                ProtocolError::BadResponseFlags {
+                    frame_type: "text-output",
+                    ..
+                }
+            )
+        }),
         ("1 2 stream-begin text-output 0 \\x05\\x00", |e| {
             matches!(e, ProtocolError::MalformedTextOutput { .. })
         }),

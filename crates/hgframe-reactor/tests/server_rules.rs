@@ -556,6 +556,30 @@ fn stream_rule_violations_are_protocol_errors() {
 }
 
 #[test]
+fn stream_settings_flag_rules() {
+    // stream-settings defines no frame flags: every bit is refused, as on other types.
+    for (flags, hex) in [
+        ("1", "0x1"),
+        ("2", "0x2"),
+        ("4", "0x4"),
+        ("8", "0x8"),
+        ("15", "0xf"),
+    ] {
+        let mut r = reactor(|_| {});
+        let line = format!(r"1 1 stream-begin stream-settings {flags} \x08identity");
+        assert_eq!(
+            error(r.on_frame(ffs(&line))),
+            format!("invalid flags {hex} on stream-settings frame of stream 1")
+        );
+        assert_protocol_error_frame(&mut r, 1);
+    }
+    // Without flags the same frame is consumed.
+    let mut r = reactor(|_| {});
+    let a = r.on_frame(ffs(r"1 1 stream-begin stream-settings 0 \x08identity"));
+    assert_eq!(kind(&a), "wantframe");
+}
+
+#[test]
 fn limit_receiving_commands() {
     let mut r = reactor(|c| {
         c.set_max_receiving_commands(2);

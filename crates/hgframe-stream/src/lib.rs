@@ -63,6 +63,7 @@
 
 pub mod encoding;
 mod error;
+pub mod fuzzing;
 mod id;
 mod incoming;
 mod outgoing;

@@ -170,11 +170,16 @@ pub fn unescape(text: &str) -> Result<Bytes, HumanSyntaxError> {
             Some(b'0') => (0, 2),
             Some(b'\'') => (b'\'', 2),
             Some(b'x') => {
-                let hex = bytes
-                    .get(i + 2..i + 4)
-                    .ok_or_else(|| bad("\\x needs two hex digits"))?;
-                let hex = std::str::from_utf8(hex).map_err(|_| bad("\\x needs two hex digits"))?;
-                let v = u8::from_str_radix(hex, 16).map_err(|_| bad("\\x needs two hex digits"))?;
+                // Exactly two hex digits: `from_str_radix` alone would also take a sign
+                // (`\x+f`), which the seed's `\xNN` never meant.
+                let digit = |at: usize| {
+                    bytes
+                        .get(at)
+                        .and_then(|d| char::from(*d).to_digit(16))
+                        .ok_or_else(|| bad("\\x needs two hex digits"))
+                };
+                let v = digit(i + 2)? * 16 + digit(i + 3)?;
+                let v = u8::try_from(v).map_err(|_| bad("\\x needs two hex digits"))?;
                 (v, 4)
             }
             Some(_) => {
@@ -285,5 +290,28 @@ mod tests {
             Frame::from_human("1 1 0 1 1 \\"),
             Err(HumanSyntaxError::BadEscape { .. })
         ));
+    }
+
+    #[test]
+    fn hex_escape_takes_exactly_two_hex_digits() {
+        // A sign is not a hex digit: the seed's `\xNN` means two digits, nothing else.
+        for bad in [
+            "\\x+f",
+            "\\x-f",
+            "\\x+0",
+            "\\x f",
+            "\\xg0",
+            "\\x0g",
+            "\\x\u{e9}",
+        ] {
+            assert!(
+                matches!(
+                    unescape(bad),
+                    Err(HumanSyntaxError::BadEscape { at: 0, .. })
+                ),
+                "{bad:?} must be refused"
+            );
+        }
+        assert_eq!(&unescape("\\xfF\\x00\\xA0").unwrap()[..], b"\xff\x00\xa0");
     }
 }

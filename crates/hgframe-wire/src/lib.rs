@@ -38,6 +38,8 @@ pub mod codec;
 mod decoder;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod human;
 pub mod payload;

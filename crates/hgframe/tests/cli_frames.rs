@@ -194,3 +194,29 @@ fn bad_usage_is_exit_2() {
         Some(2)
     );
 }
+
+#[test]
+fn a_trailing_cr_is_a_line_ending_in_arguments_as_on_stdin() {
+    // docs/protocol-decisions.md: one literal trailing CR is a line ending wherever the
+    // line comes from; a payload CR is written \r.
+    let arg = hgframe(&["frames", "encode", "1 1 0 command-name eos ab\r"], b"");
+    let stdin = hgframe(&["frames", "encode"], b"1 1 0 command-name eos ab\r\n");
+    assert!(arg.status.success(), "{}", stderr(&arg));
+    assert_eq!(arg.stdout, stdin.stdout);
+    assert_eq!(&arg.stdout[8..], b"ab");
+    let escaped = hgframe(&["frames", "encode", "1 1 0 command-name eos ab\\r"], b"");
+    assert_eq!(&escaped.stdout[8..], b"ab\r");
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_refused_naming_the_line_and_the_remedy() {
+    let o = hgframe(
+        &["frames", "encode"],
+        b"1 1 0 command-name eos a\n1 1 0 command-name eos \xff\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let msg = stderr(&o);
+    assert!(msg.contains("line 2: not UTF-8"), "{msg}");
+    assert!(msg.contains("\\xNN"), "{msg}");
+    assert!(o.stdout.is_empty());
+}

@@ -17,7 +17,7 @@ use hgframe_wire::{BytesResponseFlags, ErrorResponseFlags, Frame, FrameType, Req
 
 use self::request::RequestState;
 use crate::config::{ClientConfig, IDENTITY};
-use crate::error::{ErrorKind, Limit, ProtocolError, ReactorError};
+use crate::error::{check_settings_flags, ErrorKind, Limit, ProtocolError, ReactorError};
 
 /// What happened to a request, as the server's frames tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,6 +385,7 @@ impl ClientReactor {
         if frame.stream_id().is_client_initiated() {
             return Err(ProtocolError::OddStreamId(frame.stream_id()));
         }
+        check_settings_flags(&frame)?;
         let Some(frame) = self.incoming.on_frame(frame).map_err(stream_error)? else {
             return Ok(Vec::new());
         };
@@ -415,6 +416,14 @@ impl ClientReactor {
             }
             Some(FrameType::TextOutput) => {
                 self.check_in_flight(request_id)?;
+                if flags != 0 {
+                    // text-output defines no flags.
+                    return Err(ProtocolError::BadResponseFlags {
+                        frame_type: FrameType::TextOutput.name(),
+                        request_id,
+                        flags,
+                    });
+                }
                 let atoms = text_output::decode(frame.payload())
                     .map_err(|source| ProtocolError::MalformedTextOutput { request_id, source })?;
                 Ok(vec![ClientEvent::TextOutput { request_id, atoms }])

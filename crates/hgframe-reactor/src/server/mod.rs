@@ -25,7 +25,7 @@ use self::request::{data_flags, ArgLimits, ArgsProgress, Pending, RequestState, 
 use crate::action::{CommandRequest, ServerAction};
 use crate::budget::Budget;
 use crate::config::{DataMode, ServerConfig, IDENTITY};
-use crate::error::{truncate_message, Limit, ProtocolError, ReactorError};
+use crate::error::{check_settings_flags, truncate_message, Limit, ProtocolError, ReactorError};
 
 /// The server side of the protocol, as a sans-IO state machine (the seed's
 /// `serverreactor`, completed).
@@ -293,6 +293,7 @@ impl ServerReactor {
         if !frame.stream_id().is_client_initiated() {
             return Err(ProtocolError::EvenStreamId(frame.stream_id()));
         }
+        check_settings_flags(&frame)?;
         // Stream rules, and content decoding: what comes out is a plain frame.
         let Some(frame) = self.incoming.on_frame(frame).map_err(stream_error)? else {
             // A stream-settings frame, consumed by the stream layer.

@@ -38,17 +38,26 @@ pub(crate) fn encode(args: EncodeArgs) -> CliResult {
         frame.encode(out);
         Ok(())
     };
+    // One trailing CR is a line ending, from stdin or an argument alike; lines are UTF-8
+    // (other bytes are written \xNN). See docs/protocol-decisions.md.
+    let strip_cr = |line: &str| line.strip_suffix('\r').unwrap_or(line).to_string();
     if args.lines.is_empty() {
-        for (i, line) in std::io::stdin().lock().lines().enumerate() {
-            let line = line.map_err(|e| Failure::bad(format!("line {}: {e}", i + 1)))?;
-            let line = line.strip_suffix('\r').unwrap_or(&line);
+        for (i, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+            let n = i + 1;
+            let line = line.map_err(|e| Failure::bad(format!("line {n}: {e}")))?;
+            let line = String::from_utf8(line).map_err(|_| {
+                Failure::bad(format!(
+                    "line {n}: not UTF-8 (write bytes that are not text as \\xNN)"
+                ))
+            })?;
+            let line = strip_cr(&line);
             if !line.is_empty() {
-                parse(i + 1, line, &mut out)?;
+                parse(n, &line, &mut out)?;
             }
         }
     } else {
         for (i, line) in args.lines.iter().enumerate() {
-            parse(i + 1, line, &mut out)?;
+            parse(i + 1, &strip_cr(line), &mut out)?;
         }
     }
     let mut stdout = std::io::stdout().lock();
