@@ -26,11 +26,26 @@ use crate::command::{
 
 use super::pacing::REQUEST_BOOKKEEPING;
 
-/// A command admitted, waiting for a handler slot.
+/// A command admitted, waiting for a handler slot: what it needs to start, and the
+/// command data that arrived meanwhile (slices of the input, counted in its cost).
 struct Waiting {
-    request: RequestId,
-    run: BoxFuture<'static, ()>,
+    handler: Arc<dyn Handler>,
+    name: String,
+    args: BTreeMap<Bytes, Bytes>,
+    whole_data: Option<Bytes>,
+    data_follows: bool,
+    pieces: VecDeque<DataPiece>,
+    out: Responder,
+    reports: mpsc::Sender<Report>,
     cost: usize,
+}
+
+/// Where a command's data goes while it arrives.
+enum Sink {
+    /// Into the waiting command's buffer.
+    Waiting,
+    /// Into the running handler's bounded queue.
+    Running(mpsc::Sender<DataPiece>),
 }
 
 /// A piece of command data that waits for room in its handler's queue.
@@ -40,28 +55,36 @@ struct Forward {
     piece: DataPiece,
 }
 
+/// What became of a piece of command data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Given to its handler or its waiting command (or dropped: nobody reads it).
+    Done,
+    /// The handler's queue is full: the piece waits in `forward`; stop reading.
+    Held,
+    /// The waiting command would hold more than the exchange may: it was withdrawn
+    /// (the caller answers it).
+    Withdrawn,
+}
+
 pub(crate) struct Handlers {
     running: FuturesUnordered<BoxFuture<'static, ()>>,
-    waiting: VecDeque<Waiting>,
+    /// Commands waiting, by request, and their order.
+    waiting: HashMap<RequestId, Waiting>,
+    order: VecDeque<RequestId>,
     waiting_bytes: usize,
     max_running: usize,
     max_waiting_bytes: usize,
     /// The server's handler slots.
     slots: Arc<Semaphore>,
-    /// Data queues of commands whose data is still arriving, running or waiting.
-    data: HashMap<RequestId, mpsc::Sender<DataPiece>>,
+    /// Commands whose data is still arriving, running or waiting.
+    data: HashMap<RequestId, Sink>,
     data_queue: usize,
     forward: Option<Forward>,
     /// The pool handlers do blocking work on.
     pool: BlockingPool,
     /// No new handler starts (the exchange holds all it may).
     paused: bool,
-}
-
-/// A command that cannot be admitted: the exchange holds as much waiting work as it may.
-#[derive(Debug)]
-pub(crate) struct Full {
-    pub(crate) waiting_bytes: usize,
 }
 
 impl Handlers {
@@ -74,7 +97,8 @@ impl Handlers {
     ) -> Self {
         Self {
             running: FuturesUnordered::new(),
-            waiting: VecDeque::new(),
+            waiting: HashMap::new(),
+            order: VecDeque::new(),
             waiting_bytes: 0,
             max_running,
             max_waiting_bytes,
@@ -94,17 +118,9 @@ impl Handlers {
             + args.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
     }
 
-    /// Whether a command of `cost` may be admitted now.
-    pub(crate) fn can_admit(&self, cost: usize) -> Result<(), Full> {
-        if self.waiting.is_empty()
-            || self.waiting_bytes.saturating_add(cost) <= self.max_waiting_bytes
-        {
-            Ok(())
-        } else {
-            Err(Full {
-                waiting_bytes: self.waiting_bytes,
-            })
-        }
+    /// Whether a command of `cost` may be admitted now (the first always is).
+    pub(crate) fn can_admit(&self, cost: usize) -> bool {
+        self.waiting.is_empty() || self.waiting_bytes.saturating_add(cost) <= self.max_waiting_bytes
     }
 
     /// Whether the exchange holds all the waiting work it may (a full-duplex exchange
@@ -113,9 +129,9 @@ impl Handlers {
         self.waiting_bytes >= self.max_waiting_bytes
     }
 
-    /// Admits a command: its handler will run with `input` and `out` when a slot is
+    /// Admits a command: its handler will run with its input and `out` when a slot is
     /// free; its end (or panic) is reported through `reports`. `data_follows`: its data
-    /// is still to come, through a queue made here.
+    /// is still to come.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn admit(
         &mut self,
@@ -129,37 +145,24 @@ impl Handlers {
         reports: mpsc::Sender<Report>,
         cost: usize,
     ) {
-        let data = match (whole_data, data_follows) {
-            (Some(data), _) => Some(DataReader::whole(data)),
-            (None, true) => {
-                let (tx, rx) = mpsc::channel(self.data_queue);
-                self.data.insert(request, tx);
-                Some(DataReader::pieces(rx))
-            }
-            (None, false) => None,
-        };
-        let input = CommandInput::new(name, args, data, self.pool.clone());
-        let gen = out.gen();
-        let run = async move {
-            // A panic in a handler fails its command, not the exchange.
-            let result = std::panic::AssertUnwindSafe(handler.call(input, out))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
-            // Through the same queue as its data, so the end comes after it.
-            let _ = reports
-                .send(Report::Finished {
-                    request,
-                    gen,
-                    result,
-                })
-                .await;
-        };
-        self.waiting.push_back(Waiting {
+        if data_follows {
+            self.data.insert(request, Sink::Waiting);
+        }
+        self.waiting.insert(
             request,
-            run: Box::pin(run),
-            cost,
-        });
+            Waiting {
+                handler,
+                name,
+                args,
+                whole_data,
+                data_follows,
+                pieces: VecDeque::new(),
+                out,
+                reports,
+                cost,
+            },
+        );
+        self.order.push_back(request);
         self.waiting_bytes += cost;
         self.start_ready();
     }
@@ -196,15 +199,65 @@ impl Handlers {
 
     /// Starts the first waiting command with `permit`.
     pub(crate) fn start(&mut self, permit: OwnedSemaphorePermit) {
-        let Some(next) = self.waiting.pop_front() else {
+        let Some((request, next)) = self.next_waiting() else {
             return;
         };
         self.waiting_bytes -= next.cost;
-        let run = next.run;
+        let data = if let Some(data) = next.whole_data {
+            Some(DataReader::whole(data))
+        } else if next.data_follows {
+            // Room for what arrived meanwhile, and the usual queue beyond.
+            let (tx, rx) = mpsc::channel(self.data_queue + next.pieces.len());
+            let ended = next.pieces.back().is_some_and(|(_, eos)| *eos);
+            for piece in next.pieces {
+                let _ = tx.try_send(piece);
+            }
+            if !ended && self.data.contains_key(&request) {
+                self.data.insert(request, Sink::Running(tx));
+            }
+            Some(DataReader::pieces(rx))
+        } else {
+            None
+        };
+        let input = CommandInput::new(next.name, next.args, data, self.pool.clone());
+        let (handler, out, reports) = (next.handler, next.out, next.reports);
+        let gen = out.gen();
         self.running.push(Box::pin(async move {
-            run.await;
+            // A panic in a handler fails its command, not the exchange.
+            let result = std::panic::AssertUnwindSafe(handler.call(input, out))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
+            // Through the same queue as its data, so the end comes after it.
+            let _ = reports
+                .send(Report::Finished {
+                    request,
+                    gen,
+                    result,
+                })
+                .await;
             drop(permit);
         }));
+    }
+
+    /// The first command still waiting (withdrawn ones are skipped).
+    fn next_waiting(&mut self) -> Option<(RequestId, Waiting)> {
+        while let Some(request) = self.order.pop_front() {
+            if let Some(waiting) = self.waiting.remove(&request) {
+                return Some((request, waiting));
+            }
+        }
+        None
+    }
+
+    /// Withdraws a waiting command (it will not run); returns whether it was waiting.
+    pub(crate) fn withdraw(&mut self, request: RequestId) -> bool {
+        let Some(waiting) = self.waiting.remove(&request) else {
+            return false;
+        };
+        self.waiting_bytes -= waiting.cost;
+        self.data.remove(&request);
+        true
     }
 
     /// Whether handlers are running.
@@ -226,36 +279,54 @@ impl Handlers {
         }
     }
 
-    /// Gives a piece of command data to `request`'s handler. Returns false when it had to
-    /// be held because the handler's queue is full (stop reading until
-    /// [`Self::forward_room`]).
-    pub(crate) fn data(&mut self, request: RequestId, data: Bytes, eos: bool) -> bool {
-        let tx = if eos {
-            self.data.remove(&request)
-        } else {
-            self.data.get(&request).cloned()
-        };
-        // No queue: the command was refused, or its handler dropped its data.
-        let Some(tx) = tx else { return true };
-        match tx.try_send((data, eos)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(piece)) => {
-                self.forward = Some(Forward { request, tx, piece });
-                false
+    /// Gives a piece of command data to `request`'s handler, or to its waiting command.
+    /// `refuse_over`: a waiting command that would take the waiting work over its limit
+    /// is withdrawn (half duplex, which cannot stop reading); otherwise it may go over
+    /// (the exchange stops reading at the limit).
+    pub(crate) fn data(
+        &mut self,
+        request: RequestId,
+        data: Bytes,
+        eos: bool,
+        refuse_over: bool,
+    ) -> Delivery {
+        match self.data.get(&request) {
+            // The command was refused, or its handler dropped its data.
+            None => Delivery::Done,
+            Some(Sink::Waiting) => {
+                let len = data.len();
+                if refuse_over && self.waiting_bytes.saturating_add(len) > self.max_waiting_bytes {
+                    self.withdraw(request);
+                    return Delivery::Withdrawn;
+                }
+                if let Some(waiting) = self.waiting.get_mut(&request) {
+                    waiting.pieces.push_back((data, eos));
+                    waiting.cost += len;
+                    self.waiting_bytes += len;
+                }
+                if eos {
+                    self.data.remove(&request);
+                }
+                Delivery::Done
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.data.remove(&request);
-                true
+            Some(Sink::Running(tx)) => {
+                let tx = tx.clone();
+                if eos {
+                    self.data.remove(&request);
+                }
+                match tx.try_send((data, eos)) {
+                    Ok(()) => Delivery::Done,
+                    Err(mpsc::error::TrySendError::Full(piece)) => {
+                        self.forward = Some(Forward { request, tx, piece });
+                        Delivery::Held
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.data.remove(&request);
+                        Delivery::Done
+                    }
+                }
             }
         }
-    }
-
-    /// Whether the held piece of data is for a command that has not started: reading
-    /// then waits on that command's start, which must not be paused.
-    pub(crate) fn forward_waits_for_start(&self) -> bool {
-        self.forward
-            .as_ref()
-            .is_some_and(|f| self.waiting.iter().any(|w| w.request == f.request))
     }
 
     /// Whether a piece of data waits for room.
@@ -302,6 +373,7 @@ impl Handlers {
     pub(crate) fn clear(&mut self) {
         self.running = FuturesUnordered::new();
         self.waiting.clear();
+        self.order.clear();
         self.waiting_bytes = 0;
         self.data.clear();
         self.forward = None;

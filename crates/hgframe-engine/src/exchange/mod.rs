@@ -60,7 +60,7 @@ use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
 
 use self::counters::Counters;
-use self::handlers::Handlers;
+use self::handlers::{Delivery, Handlers};
 use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
 use self::timers::{Expired, Timers, Wait};
 use crate::command::{Permission, Registry, Report, Responder};
@@ -191,10 +191,9 @@ impl Exchange {
             let queued = self.reactor.queued_output_bytes();
             let holding = self.is_holding();
             let over_budget = self.pacing.hold(self.held_bytes(queued));
-            // Paused at the limit, unless reading waits on a command's start.
-            let at_limit = over_budget || (holding && self.pacing.is_full(queued));
+            // At the limit no new handler starts (the running ones pause as they write).
             self.handlers
-                .set_paused(at_limit && !self.handlers.forward_waits_for_start());
+                .set_paused(over_budget || (holding && self.pacing.is_full(queued)));
             let can_send = self.reactor.has_pending_output();
             let room = self.pacing.has_room(queued, holding);
             let can_report = room
@@ -411,8 +410,13 @@ impl Exchange {
                 data,
                 eos,
             } => {
-                // A full queue holds the piece; reading stops until it has room.
-                let _ = self.handlers.data(request_id, data, eos);
+                // A full queue holds the piece (reading stops until it has room); a
+                // waiting command keeps what arrives, within the waiting limit.
+                let delivery = self.handlers.data(request_id, data, eos, !self.full_duplex);
+                if delivery == Delivery::Withdrawn {
+                    let message = self.busy_message();
+                    self.fail(request_id, &message);
+                }
             }
             ServerAction::Error(e) => {
                 tracing::debug!(error = %e, "client broke the protocol");
@@ -479,19 +483,8 @@ impl Exchange {
         let cost = Handlers::cost(&cmd.name, &cmd.args);
         // A full-duplex exchange stops reading at the limit, so it may go over by the
         // one command that was being read; a half-duplex one reads on and refuses.
-        let admitted = if self.full_duplex {
-            Ok(())
-        } else {
-            self.handlers.can_admit(cost)
-        };
-        if let Err(full) = admitted {
-            // Only a half-duplex exchange reads on at its limit (a full-duplex one
-            // stopped reading): this command alone is refused.
-            let message = format!(
-                "the server is busy: {} bytes of commands already wait to run in this \
-                 exchange; send fewer commands at once",
-                full.waiting_bytes
-            );
+        if !self.full_duplex && !self.handlers.can_admit(cost) {
+            let message = self.busy_message();
             self.fail(request, &message);
             return;
         }
@@ -515,6 +508,15 @@ impl Exchange {
             self.report_tx.clone(),
             cost,
         );
+    }
+
+    /// Why a half-duplex exchange refuses a command at its waiting limit.
+    fn busy_message(&self) -> String {
+        format!(
+            "the server is busy: {} bytes of commands already wait to run in this \
+             exchange; send fewer commands at once",
+            self.handlers.waiting_bytes()
+        )
     }
 
     /// `hello` on a byte stream: the client lists the encodings it accepts (argument
@@ -704,6 +706,7 @@ impl Exchange {
     /// answered otherwise.
     fn fail(&mut self, request: RequestId, message: &str) {
         self.open.remove(&request);
+        self.handlers.withdraw(request);
         self.handlers.forget_data(request);
         if let Some(lane) = self.lanes.remove(&request) {
             let reports = lane.iter().filter(|s| matches!(s, Step::Report(_))).count();
