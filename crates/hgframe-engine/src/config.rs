@@ -84,7 +84,7 @@ impl Default for EngineConfig {
             max_handlers: 32,
             max_server_handlers: 512,
             max_held_output: 8 << 20,
-            max_waiting_bytes: 16 << 20,
+            max_waiting_bytes: 32 << 20,
             memory_budget: 1 << 30,
             blocking_threads: default_blocking_threads(),
             observer: None,
@@ -370,7 +370,8 @@ impl EngineConfig {
     }
 
     /// Bytes of commands one exchange holds while they wait for a handler (their names,
-    /// arguments and buffered data), default 16 MiB. At the limit a full-duplex exchange
+    /// arguments, data that arrived for them, and 512 bytes of bookkeeping each), default 32
+    /// MiB: a half-duplex `multirequest` of 30,000 small commands fits. At the limit a full-duplex exchange
     /// stops reading (TCP and HTTP/2 flow control push back on the client); a half-duplex
     /// one, which cannot wait for a client that is still sending, refuses the next
     /// command alone with an application error.

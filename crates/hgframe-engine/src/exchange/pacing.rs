@@ -11,9 +11,10 @@
 
 use crate::admission::{Charge, MemoryBudget};
 
-/// What one request the reactor tracks costs, besides its data: its entry, its name and
-/// bookkeeping (an estimate, charged to the budget).
-pub(crate) const REQUEST_BOOKKEEPING: usize = 256;
+/// What one request costs, besides its data: its entries in the reactor and the
+/// exchange, and a waiting command's state (measured: a half-duplex `multirequest` of
+/// 30,000 `echo`s peaks about 470 bytes a command over the idle server, docs/engine.md).
+pub(crate) const REQUEST_BOOKKEEPING: usize = 512;
 
 pub(crate) struct Pacing {
     /// Most bytes queued in the reactor once output can flow.
