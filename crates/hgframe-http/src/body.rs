@@ -93,10 +93,11 @@ impl FrameBody {
         }
     }
 
-    /// Like [`FrameBody::running`], but first waits for the exchange's first output (or
-    /// its end), for a response that cannot start before the request has ended anyway
-    /// (half duplex). The response head then leaves with the first bytes, in one write,
-    /// and a response complete by then gets an exact length.
+    /// Like [`FrameBody::running`], but first waits for the exchange's first output and
+    /// what follows it (the next chunk, or its end), for a response that cannot start
+    /// before the request has ended anyway (half duplex). The response head then leaves
+    /// with the first bytes, in one write, and a response of one chunk (most small
+    /// exchanges) gets an exact length: no chunked encoding, no extra round of polls.
     pub(crate) async fn running_from_first(running: Running) -> Self {
         let mut exchange = Exchange {
             output: running.output,
@@ -107,34 +108,21 @@ impl FrameBody {
         let kind = match first {
             None => Kind::Full(None),
             Some(Err(e)) => Kind::Failed(Some(e)),
-            Some(Ok(first)) => {
-                if exchange.done.as_ref().is_some_and(JoinHandle::is_finished) {
-                    whole(first, exchange).await
-                } else {
-                    exchange.held = Some(first);
+            Some(Ok(first)) => match std::future::poll_fn(|cx| exchange.poll_chunk(cx)).await {
+                // The end, clean (an abort would have been an error).
+                None => Kind::Full(Some(first)),
+                Some(Err(e)) => Kind::Failed(Some(e)),
+                Some(Ok(second)) => {
+                    let mut both = bytes::BytesMut::with_capacity(first.len() + second.len());
+                    both.extend_from_slice(&first);
+                    both.extend_from_slice(&second);
+                    exchange.held = Some(both.freeze());
                     Kind::Running(exchange)
                 }
-            }
+            },
         };
         Self { kind }
     }
-}
-
-/// The whole response of an exchange that has ended, as one piece.
-async fn whole(first: Bytes, mut exchange: Exchange) -> Kind {
-    let mut all = bytes::BytesMut::from(&first[..]);
-    while let Ok(chunk) = exchange.output.try_recv() {
-        match chunk {
-            Ok(chunk) => all.extend_from_slice(&chunk),
-            Err(e) => return Kind::Failed(Some(e)),
-        }
-    }
-    if let Some(done) = exchange.done.take() {
-        if let Some(e) = abort_for(done.await) {
-            return Kind::Failed(Some(e));
-        }
-    }
-    Kind::Full(Some(all.freeze()))
 }
 
 impl From<Bytes> for FrameBody {
