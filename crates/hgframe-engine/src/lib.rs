@@ -90,7 +90,7 @@ pub use error::{Error, ErrorKind};
 pub use exchange::Scope;
 pub use hgframe_wire::payload::text_output::TextAtom;
 pub use output::{FrameInput, OutputChunk};
-pub use server::{Duplex, Running, Server};
+pub use server::{Duplex, ExchangeFuture, Running, Server};
 pub use stats::{ExchangeStats, Outcome, StreamCounters, Transport};
 
 #[doc(hidden)]

@@ -73,6 +73,10 @@ pub(crate) struct Resources {
     pub(crate) blocking: BlockingPool,
 }
 
+/// An exchange not started yet ([`Server::prepare`]): poll it, or spawn it.
+pub type ExchangeFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = ExchangeStats> + Send + 'static>>;
+
 /// An exchange running on its own task: its output, and its counters when it ends.
 #[derive(Debug)]
 pub struct Running {
@@ -168,6 +172,26 @@ impl Server {
         input: FrameInput,
         span: tracing::Span,
     ) -> Running {
+        let (run, output) = self.prepare(reactor, scope, transport, input, span);
+        Running {
+            output,
+            done: tokio::spawn(run),
+        }
+    }
+
+    /// The exchange [`Self::start`] would run, not started: its future and its output.
+    /// For a transport that drives it itself for a while before it spawns it (a
+    /// half-duplex HTTP exchange runs inside the request's service future until its
+    /// response starts, which saves small exchanges a hand-off between threads). Until
+    /// spawned, it advances (and its clocks run) only while polled.
+    pub fn prepare(
+        &self,
+        reactor: ServerReactor,
+        scope: Scope,
+        transport: Transport,
+        input: FrameInput,
+        span: tracing::Span,
+    ) -> (ExchangeFuture, mpsc::Receiver<OutputChunk>) {
         let full_duplex = !reactor.config().defer_output();
         let (tx, rx) = mpsc::channel(self.config().body_queue());
         let exchange = Exchange::new(
@@ -178,7 +202,6 @@ impl Server {
             scope,
             ExchangeStats::new(transport, full_duplex),
         );
-        let done = tokio::spawn(exchange.run(input, tx).instrument(span));
-        Running { output: rx, done }
+        (Box::pin(exchange.run(input, tx).instrument(span)), rx)
     }
 }

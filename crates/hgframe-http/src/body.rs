@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hgframe_engine::{Error, ErrorKind, ExchangeStats, OutputChunk, Running};
+use hgframe_engine::{Error, ErrorKind, ExchangeFuture, ExchangeStats, OutputChunk, Running};
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -93,33 +93,58 @@ impl FrameBody {
         }
     }
 
-    /// Like [`FrameBody::running`], but first waits for the exchange's first output and
-    /// what follows it (the next chunk, or its end), for a response that cannot start
-    /// before the request has ended anyway (half duplex). The response head then leaves
-    /// with the first bytes, in one write, and a response of one chunk (most small
-    /// exchanges) gets an exact length: no chunked encoding, no extra round of polls.
-    pub(crate) async fn running_from_first(running: Running) -> Self {
-        let mut exchange = Exchange {
-            output: running.output,
-            done: Some(running.done),
-            held: None,
+    /// A half-duplex exchange's body: the exchange is driven here, inside the request's
+    /// service future (hyper polls it; nothing is written yet), until its output has
+    /// started: its first chunk and what follows it (the next chunk, or its end). An
+    /// exchange over by then (most small ones) never needed a task, and its response
+    /// leaves whole, with an exact length; a longer one goes on on a task of its own,
+    /// so that its clocks run whatever hyper polls once the response is being written.
+    pub(crate) async fn half_duplex(
+        mut run: ExchangeFuture,
+        mut output: mpsc::Receiver<OutputChunk>,
+    ) -> Self {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut ended = None;
+        while ended.is_none() && chunks.len() < 2 {
+            tokio::select! {
+                biased;
+                chunk = output.recv() => match chunk {
+                    Some(Ok(chunk)) => chunks.push(chunk),
+                    Some(Err(e)) => return Self { kind: Kind::Failed(Some(e)) },
+                    // The exchange dropped its output: it is ending.
+                    None => ended = Some((&mut run).await),
+                },
+                stats = &mut run => ended = Some(stats),
+            }
+        }
+        let whole = |chunks: Vec<Bytes>| match chunks.len() {
+            0 => Kind::Full(None),
+            1 => Kind::Full(chunks.into_iter().next()),
+            _ => Kind::Full(Some(chunks.concat().into())),
         };
-        let first = std::future::poll_fn(|cx| exchange.poll_chunk(cx)).await;
-        let kind = match first {
-            None => Kind::Full(None),
-            Some(Err(e)) => Kind::Failed(Some(e)),
-            Some(Ok(first)) => match std::future::poll_fn(|cx| exchange.poll_chunk(cx)).await {
-                // The end, clean (an abort would have been an error).
-                None => Kind::Full(Some(first)),
-                Some(Err(e)) => Kind::Failed(Some(e)),
-                Some(Ok(second)) => {
-                    let mut both = bytes::BytesMut::with_capacity(first.len() + second.len());
-                    both.extend_from_slice(&first);
-                    both.extend_from_slice(&second);
-                    exchange.held = Some(both.freeze());
-                    Kind::Running(exchange)
+        let kind = match ended {
+            Some(stats) => {
+                // Whatever it sent before it ended is queued.
+                while let Ok(chunk) = output.try_recv() {
+                    match chunk {
+                        Ok(chunk) => chunks.push(chunk),
+                        Err(e) => {
+                            return Self {
+                                kind: Kind::Failed(Some(e)),
+                            }
+                        }
+                    }
                 }
-            },
+                match abort_for(Ok(stats)) {
+                    Some(e) => Kind::Failed(Some(e)),
+                    None => whole(chunks),
+                }
+            }
+            None => Kind::Running(Exchange {
+                output,
+                done: Some(tokio::spawn(run)),
+                held: Some(chunks.concat().into()),
+            }),
         };
         Self { kind }
     }

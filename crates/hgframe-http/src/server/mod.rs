@@ -171,20 +171,16 @@ impl HgFrameService {
         } else {
             Transport::Http1
         };
-        let running = server.start(
-            reactor,
-            Scope::Request {
-                permission,
-                command: only,
-            },
-            transport,
-            server.frames(body_reader(body)),
-            span,
-        );
+        let scope = Scope::Request {
+            permission,
+            command: only,
+        };
+        let input = server.frames(body_reader(body));
         let body = if full_duplex {
-            FrameBody::running(running)
+            FrameBody::running(server.start(reactor, scope, transport, input, span))
         } else {
-            FrameBody::running_from_first(running).await
+            let (run, output) = server.prepare(reactor, scope, transport, input, span);
+            FrameBody::half_duplex(run, output).await
         };
         Response::builder()
             .status(StatusCode::OK)
