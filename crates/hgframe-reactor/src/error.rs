@@ -161,6 +161,10 @@ pub enum ProtocolError {
     /// A frame arrived after the driver signalled end of input.
     #[error("received frame after end of input")]
     FrameAfterEof,
+    /// The input could not be read as frames (a frame over the length limit, bytes cut
+    /// short): the driver's decoder said why, and no more input is read.
+    #[error("the input cannot be read as frames: {0}")]
+    Undecodable(String),
     /// A configured limit would be exceeded; nothing was allocated for it.
     #[error("{}: {value} exceeds the limit of {max} ({}){}", .limit.what(), .limit.setting(),
             .request_id.map(|r| format!(" in request {r}")).unwrap_or_default())]
@@ -239,6 +243,7 @@ impl ProtocolError {
             | Self::BadSettingsFlags { .. }
             | Self::Stream(_)
             | Self::FrameAfterEof
+            | Self::Undecodable(_)
             | Self::AlreadyErrored => None,
         }
     }

@@ -393,13 +393,16 @@ impl Exchange {
         self.on_action(action);
     }
 
-    /// The input could not be read as frames. The reactor cannot be told about a
-    /// malformed frame (it never saw one), so the exchange ends its input there: any
-    /// command cut short is then reported to the client as a protocol error.
+    /// The input could not be read as frames (a frame over the length limit, bytes cut
+    /// short): the exchange reads no more, and the reactor answers with a protocol error
+    /// that says so.
     fn on_input_error(&mut self, e: &CodecError) {
         tracing::debug!(error = %e, "reading frames failed");
         self.counters.stats.outcome = Outcome::InputFailed(e.to_string());
-        self.on_input_end();
+        self.input_open = false;
+        // The client is told the real fault, not that its command stopped short.
+        let action = self.reactor.on_input_error(&e.to_string());
+        self.on_action(action);
     }
 
     fn on_action(&mut self, action: ServerAction) {

@@ -136,6 +136,26 @@ impl ServerReactor {
         }
     }
 
+    /// The input could not be decoded into frames (`why`, from the driver's decoder): no
+    /// more frames will arrive, and the client is told the real fault in a protocol
+    /// error, rather than that its command stopped short.
+    pub fn on_input_error(&mut self, why: &str) -> ServerAction {
+        if self.input_ended || self.errored {
+            return self.on_input_eof();
+        }
+        self.input_ended = true;
+        self.output.release();
+        // Addressed to the command cut short, if any (the lowest, for a stable answer).
+        let request = self
+            .requests
+            .iter()
+            .filter(|(_, state)| state.is_receiving())
+            .map(|(id, _)| *id)
+            .min()
+            .unwrap_or(RequestId(0));
+        self.fail(ProtocolError::Undecodable(why.to_owned()), request)
+    }
+
     /// Input ended: no more frames will arrive. Releases deferred output. A command
     /// whose frames stopped short is an error naming its request.
     pub fn on_input_eof(&mut self) -> ServerAction {
