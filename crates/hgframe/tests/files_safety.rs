@@ -179,6 +179,11 @@ async fn a_directory_swapped_for_a_link_never_leads_outside_the_root() {
     }
     stop.store(true, Ordering::Relaxed);
     swapper.join().unwrap();
+    eprintln!(
+        "{cats} cats ({read_inside} read inside, {refused} refused as leaving the root), \
+         {puts} puts, {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
     assert!(swaps.load(Ordering::Relaxed) > 0);
     assert!(cats >= 900 && puts >= 900, "{cats} cats, {puts} puts");
     // Nothing outside was created or changed.
@@ -338,25 +343,34 @@ fn a_server_killed_mid_put_leaves_the_old_file_and_no_litter() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // A writer that keeps streaming the content (until the pipe breaks, or 512 MiB).
     let mut stdin = call.stdin.take().unwrap();
-    let chunk = vec![b'z'; 1 << 20];
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..512 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
     let started = Instant::now();
-    // Write until the server has written part of the content to its temporary file.
+    // Wait until the server has written part of the content to its temporary file.
     let temp = loop {
         assert!(started.elapsed() < PATIENCE, "no temporary file appeared");
-        stdin.write_all(&chunk).unwrap();
         let found = litter(root.path())
             .into_iter()
             .find(|name| std::fs::metadata(root.path().join(name)).is_ok_and(|m| m.len() > 0));
         if let Some(name) = found {
             break name;
         }
+        std::thread::sleep(Duration::from_millis(5));
     };
     let mut server = server;
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
-    drop(stdin);
+    let _ = call.kill();
     let _ = call.wait();
+    writer.join().unwrap();
     assert_eq!(
         std::fs::read(root.path().join("sub/big.bin")).unwrap(),
         b"old\n",
