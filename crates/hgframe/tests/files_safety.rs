@@ -14,6 +14,8 @@ use hgframe_http::ServerConfig;
 use hgframe_http::{serve, Call, Client, ErrorKind, HgFrameService, Permission, Registry};
 use tokio::sync::oneshot;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_hgframe");
 
 /// Anything in a test may wait at most this long: a hang fails instead of blocking CI.
@@ -227,6 +229,70 @@ async fn put_refuses_content_over_its_size_limit() {
         std::fs::read(root.path().join("a.txt")).unwrap(),
         vec![b'y'; 64 << 10]
     );
+    assert_eq!(all_names(root.path()), ["a.txt"]);
+}
+
+/// The limit counts decoded bytes: 64 MiB of zeros, a few KiB of zstd on the wire, is
+/// refused against a 1 MiB limit (raw frames, as the client library sends identity).
+#[tokio::test]
+async fn put_counts_decoded_bytes_against_its_limit() {
+    use bytes::{Bytes, BytesMut};
+    use hgframe_stream::{EncodingSettings, OutgoingStream, Profiles, Side};
+    use hgframe_wire::build::{command_head_frames, FrameTarget};
+    use hgframe_wire::{FrameType, RequestId, StreamId};
+
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), b"old\n").unwrap();
+    let server = start(root.path(), |f| {
+        f.set_max_put_bytes(1 << 20);
+    })
+    .await;
+    let mut stream = OutgoingStream::new(
+        StreamId(1),
+        Side::Client,
+        &Profiles::default(),
+        &EncodingSettings::new("zstd-8mb"),
+    )
+    .unwrap();
+    let args = [(Bytes::from_static(b"path"), Bytes::from_static(b"a.txt"))];
+    let head = command_head_frames(
+        FrameTarget::new(RequestId(1), StreamId(1)),
+        b"put",
+        &args,
+        true,
+    )
+    .unwrap();
+    let mut frames = Vec::new();
+    for frame in head {
+        stream.push_frame(frame, &mut frames).unwrap();
+    }
+    let zeros = Bytes::from(vec![0u8; 64 << 20]);
+    stream
+        .push_data(
+            RequestId(1),
+            FrameType::CommandData,
+            zeros,
+            true,
+            &mut frames,
+        )
+        .unwrap();
+    let mut body = BytesMut::new();
+    for frame in &frames {
+        frame.encode(&mut body);
+    }
+    assert!(body.len() < 1 << 20, "{} bytes on the wire", body.len());
+    let answer = common::post_frames(
+        &format!("{}/api/exp-http-v2-0001/rw/put", server.url),
+        body.freeze(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let (_, errors) = common::answer_of(&answer.frames(), 1);
+    assert!(
+        errors.iter().any(|e| e.contains("limit of 1048576 bytes")),
+        "{errors:?}"
+    );
+    assert_eq!(std::fs::read(root.path().join("a.txt")).unwrap(), b"old\n");
     assert_eq!(all_names(root.path()), ["a.txt"]);
 }
 
