@@ -40,6 +40,9 @@ pub(crate) struct ServeArgs {
     /// Serve one byte-stream connection on stdin/stdout, and nothing else.
     #[arg(long, conflicts_with = "tcp")]
     stdio: bool,
+    /// Most bytes one `put` writes, counted after decoding (default 1 GiB); at least 1.
+    #[arg(long, value_name = "N")]
+    max_put_bytes: Option<u64>,
     /// Answer `debugreflect` requests (off by default).
     #[arg(long)]
     debugreflect: bool,
@@ -54,9 +57,17 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
             known.accept_list()
         )));
     }
+    if args.max_put_bytes == Some(0) {
+        return Err(Failure::usage("--max-put-bytes must be at least 1"));
+    }
     let mut registry = Registry::new();
     FileCommands::new(&args.root)
-        .and_then(|files| files.register(&mut registry))
+        .and_then(|mut files| {
+            if let Some(max) = args.max_put_bytes {
+                files.set_max_put_bytes(max);
+            }
+            files.register(&mut registry)
+        })
         .map_err(Failure::bad)?;
     let mut config = ServerConfig::default();
     config.set_debugreflect(args.debugreflect);
