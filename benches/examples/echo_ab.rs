@@ -6,6 +6,9 @@
 //! ```text
 //! cargo run --release -p hgframe-benches --example echo_ab -- [ROUNDS] [REQUESTS]
 //! ```
+//!
+//! With `ONLY=bare` or `ONLY=hg` it sends all `ROUNDS x REQUESTS` to one server only,
+//! for `perf stat` / `perf record` of one side.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -139,6 +142,12 @@ fn main() {
         time(&raw, &hg_url, &request, n / 4).await;
         let mut ratios = Vec::new();
         println!("round  bare_hyper req/s  hgframe req/s  ratio");
+        if let Ok(only) = std::env::var("ONLY") {
+            let url = if only == "bare" { &bare_url } else { &hg_url };
+            let t = time(&raw, url, &request, n * rounds).await;
+            println!("{only}: {:.0} req/s", (n * rounds) as f64 / t.as_secs_f64());
+            return;
+        }
         for round in 0..rounds {
             let bare_t = time(&raw, &bare_url, &request, n).await;
             let hg_t = time(&raw, &hg_url, &request, n).await;
