@@ -12,107 +12,15 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hgframe::commands::FileCommands;
-use hgframe_http::{serve, HgFrameService, Registry, ServerConfig, MEDIA_TYPE};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
-type RawClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
+#[path = "../benches/common/mod.rs"]
+mod common;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// `serve` with the file commands over `root`.
-async fn start_hgframe(root: &std::path::Path, parallel_streams: Option<usize>) -> SocketAddr {
-    let mut registry = Registry::new();
-    FileCommands::new(root)
-        .unwrap()
-        .register(&mut registry)
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = ServerConfig::default();
-    if let Some(n) = parallel_streams {
-        config.engine_mut().set_parallel_streams(n);
-    }
-    let service = HgFrameService::new(registry, config).unwrap();
-    tokio::spawn(serve(listener, service, std::future::pending()));
-    addr
-}
-
-/// A bare hyper server (same connection builder as `serve`) that reads the request body
-/// and answers `answer`.
-async fn start_bare(answer: Bytes) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let answer = answer.clone();
-                        async move {
-                            let _ = req.into_body().collect().await;
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", MEDIA_TYPE)
-                                    .body(Full::new(answer))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-async fn post(client: &RawClient, url: &str, body: Bytes) -> Bytes {
-    let request = http::Request::post(url)
-        .header("accept", MEDIA_TYPE)
-        .header("content-type", MEDIA_TYPE)
-        .body(Full::new(body))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.into_body().collect().await.unwrap().to_bytes()
-}
-
-/// The frames of `echo` with `data`, as a client sends them.
-fn echo_request(data: &[u8]) -> Bytes {
-    let target = hgframe_wire::build::FrameTarget::new(
-        hgframe_wire::RequestId(1),
-        hgframe_wire::StreamId(1),
-    );
-    let frames = hgframe_wire::build::command_frames(target, b"echo", [], Some(data)).unwrap();
-    let mut out = bytes::BytesMut::new();
-    for (i, f) in frames.into_iter().enumerate() {
-        let f = if i == 0 {
-            f.with_stream_flags(hgframe_wire::StreamFlags::STREAM_BEGIN)
-        } else {
-            f
-        };
-        f.encode(&mut out);
-    }
-    out.freeze()
-}
+use common::{echo_request, post, runtime, start_bare, start_hgframe, RawClient};
 
 async fn time(raw: &RawClient, url: &str, request: &Bytes, n: usize) -> Duration {
     let start = Instant::now();
