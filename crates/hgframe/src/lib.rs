@@ -8,6 +8,15 @@
 //! - [`http`] (feature `http`): one HTTP message per exchange, and byte streams.
 //!
 //! The `hgframe` binary (see `docs/cli.md`) drives them all.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub use hgframe_reactor as reactor;
 pub use hgframe_stream as stream;
