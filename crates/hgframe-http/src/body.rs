@@ -38,13 +38,13 @@ struct Exchange {
     output: mpsc::Receiver<OutputChunk>,
     /// The task, until its end has been seen.
     done: Option<JoinHandle<ExchangeStats>>,
-    /// A chunk taken before the body was handed to hyper.
-    held: Option<Bytes>,
+    /// Chunks taken before the body was handed to hyper, in order.
+    held: std::collections::VecDeque<Bytes>,
 }
 
 impl Exchange {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<OutputChunk>> {
-        if let Some(chunk) = self.held.take() {
+        if let Some(chunk) = self.held.pop_front() {
             return Poll::Ready(Some(Ok(chunk)));
         }
         match self.output.poll_recv(cx) {
@@ -88,7 +88,7 @@ impl FrameBody {
             kind: Kind::Running(Exchange {
                 output: running.output,
                 done: Some(running.done),
-                held: None,
+                held: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -143,7 +143,7 @@ impl FrameBody {
             None => Kind::Running(Exchange {
                 output,
                 done: Some(tokio::spawn(run)),
-                held: Some(chunks.concat().into()),
+                held: chunks.into(),
             }),
         };
         Self { kind }
