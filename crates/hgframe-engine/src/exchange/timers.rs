@@ -9,7 +9,9 @@
 //! | a connection before its first command | `first_command_timeout` | close it, as if the client half-closed |
 //! | a connection with nothing under way | `connection_idle_timeout` | close it, as if the client half-closed |
 //!
-//! The exchange runs on its own task, so these hold whatever the transport polls.
+//! The exchange runs on its own task, so these hold whatever the transport polls (a
+//! half-duplex HTTP exchange runs inside its request's service future until its response
+//! starts: hyper polls that future until then, as nothing is written yet).
 //!
 //! [`Outcome::TimedOut`]: crate::Outcome::TimedOut
 //! [`Outcome::TooSlow`]: crate::Outcome::TooSlow

@@ -46,7 +46,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # let _ = service;
 /// ```
 ///
-/// Each exchange runs on a task of its own (it needs a tokio runtime); the response
+/// Each exchange runs on a task of its own (it needs a tokio runtime); a half-duplex one
+/// first runs inside the request's service future, until its response starts; the response
 /// body is the queue it fills.
 #[derive(Clone, Debug)]
 pub struct HgFrameService {
