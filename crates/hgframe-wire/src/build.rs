@@ -278,3 +278,40 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// A `cancel` frame (extension, type 0x09, empty payload, no flags) for
+/// `target.request_id`: from a client, "stop this request"; from a server, "the request
+/// was stopped, nothing more follows for it".
+///
+/// ```
+/// use hgframe_wire::build::{cancel_frame, FrameTarget};
+/// use hgframe_wire::{RequestId, StreamId};
+/// let frame = cancel_frame(FrameTarget::new(RequestId(3), StreamId(1)))?;
+/// assert_eq!(frame.to_bytes(), [0, 0, 0, 3, 0, 1, 0, 0x90][..]);
+/// # Ok::<(), hgframe_wire::BuildError>(())
+/// ```
+pub fn cancel_frame(target: FrameTarget) -> Result<Frame, BuildError> {
+    Ok(Frame::from_raw(
+        target.request_id,
+        target.stream_id,
+        StreamFlags::empty(),
+        crate::extension::CANCEL,
+        0,
+        Bytes::new(),
+    )?)
+}
+
+/// A `progress` frame (extension, type 0x07, no flags).
+pub fn progress_frame(
+    target: FrameTarget,
+    progress: &crate::payload::progress::Progress,
+) -> Result<Frame, BuildError> {
+    Ok(Frame::from_raw(
+        target.request_id,
+        target.stream_id,
+        StreamFlags::empty(),
+        crate::extension::PROGRESS,
+        0,
+        progress.encode()?,
+    )?)
+}

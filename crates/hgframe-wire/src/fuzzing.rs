@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use crate::human::{escape, unescape};
 use crate::payload::command_argument::{encode_first, ArgumentHead};
 use crate::payload::error_response::ErrorResponse;
+use crate::payload::progress::Progress;
 use crate::payload::stream_settings::StreamSettings;
 use crate::payload::text_output;
 use crate::{Frame, FrameDecoder, Frames};
@@ -106,6 +107,14 @@ pub fn payloads(data: &[u8]) -> Check {
             if again != (payload.clone(), Bytes::new()) {
                 return Err("a parsed argument re-encodes differently".into());
             }
+        }
+    }
+
+    // progress (extension): what parses re-encodes to the same bytes.
+    if let Ok(progress) = Progress::parse(&payload) {
+        match progress.encode() {
+            Ok(again) if again == payload => {}
+            other => return Err(format!("progress re-encodes to {other:?}")),
         }
     }
 

@@ -18,6 +18,7 @@
 //! - [`FrameDecoder`] / [`Frames`]: incremental and whole-buffer decoding, no payload copy.
 //! - [`payload`]: `command-argument`, `text-output`, `stream-settings`, `error-response`.
 //! - [`build`]: builders producing the same frames as the seed's generators.
+//! - [`extension`]: the extension frame types (`cancel`, `progress`) and their negotiation.
 //! - [`human`]: the human-readable one-line syntax of the command-line tool.
 //! - `codec` (feature `tokio-util`): a `Decoder`/`Encoder` for `Framed`.
 //!
@@ -37,6 +38,7 @@ pub mod build;
 pub mod codec;
 mod decoder;
 mod error;
+pub mod extension;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,10 +1,11 @@
 //! Payload formats, one per file (as h2's `frame/` does).
 //!
 //! `command-name`, `command-data` and `bytes-response` payloads are raw bytes and need no
-//! codec.
+//! codec. `progress` is an extension's payload (docs/protocol.md, "Extensions").
 
 pub mod command_argument;
 pub mod error_response;
+pub mod progress;
 pub mod stream_settings;
 pub mod text_output;
 
