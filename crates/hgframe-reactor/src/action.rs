@@ -30,6 +30,10 @@ pub enum ServerAction {
         /// Whether it is the last piece.
         eos: bool,
     },
+    /// The client cancelled this running command (extension `cancel`): stop its
+    /// handler and drop whatever it still answers. The reactor already dropped the
+    /// response frames it could and queued the request's last frame.
+    Cancelled(RequestId),
     /// Output is ready: pull it with [`crate::ServerReactor::poll_transmit`].
     SendFrames,
     /// Nothing to do until more frames arrive.

@@ -5,6 +5,7 @@
 //! `Builder`). Values out of range are clamped by the setter, so a config is always
 //! valid and [`crate::ServerReactor::new`] cannot fail.
 
+use hgframe_wire::extension::Extensions;
 use hgframe_wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN};
 
 /// Name of the profile every peer supports: no content encoding.
@@ -65,6 +66,8 @@ pub struct ServerConfig {
     encodings: Vec<String>,
     peer_accepts: Vec<String>,
     level: i32,
+    extensions: Extensions,
+    peer_extensions: Extensions,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +87,8 @@ impl Default for ServerConfig {
             encodings: default_preference(),
             peer_accepts: vec![IDENTITY.to_string()],
             level: 3,
+            extensions: Extensions::all(),
+            peer_extensions: Extensions::none(),
         }
     }
 }
@@ -273,6 +278,31 @@ impl ServerConfig {
         self.level = level;
         self
     }
+
+    /// Extensions the server is willing to accept (docs/protocol.md, "Extensions"),
+    /// default all this build knows. Only those the client also offered are used.
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
+    }
+
+    /// Sets [`Self::extensions`].
+    pub fn set_extensions(&mut self, ours: Extensions) -> &mut Self {
+        self.extensions = ours;
+        self
+    }
+
+    /// Extensions the client offered (over HTTP, the `HgFrame-Extensions` header; over a
+    /// byte stream, `hello`'s `extensions` argument), default none: a client that offers
+    /// nothing gets the seed's protocol, and never an extension frame.
+    pub fn peer_extensions(&self) -> Extensions {
+        self.peer_extensions
+    }
+
+    /// Sets [`Self::peer_extensions`].
+    pub fn set_peer_extensions(&mut self, offered: Extensions) -> &mut Self {
+        self.peer_extensions = offered;
+        self
+    }
 }
 
 /// Settings of a [`crate::ClientReactor`].
@@ -292,6 +322,7 @@ pub struct ClientConfig {
     max_decoding_streams: usize,
     encoding: String,
     level: i32,
+    extensions: Extensions,
 }
 
 impl Default for ClientConfig {
@@ -304,6 +335,7 @@ impl Default for ClientConfig {
             max_decoding_streams: 4,
             encoding: IDENTITY.to_string(),
             level: 3,
+            extensions: Extensions::none(),
         }
     }
 }
@@ -391,6 +423,19 @@ impl ClientConfig {
         self.level = level;
         self
     }
+
+    /// Extensions the client offers, default none (the seed's protocol). Offering is
+    /// not using: the client uses an extension only once the server accepted it
+    /// ([`crate::ClientReactor::set_extensions`]).
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
+    }
+
+    /// Sets [`Self::extensions`].
+    pub fn set_extensions(&mut self, offered: Extensions) -> &mut Self {
+        self.extensions = offered;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -413,7 +458,10 @@ mod tests {
         assert_eq!(c.data_mode(), DataMode::Buffered);
         assert_eq!(c.peer_accepts(), ["identity"]);
         assert_eq!(c.encodings().last().map(String::as_str), Some("identity"));
+        assert_eq!(c.extensions(), Extensions::all());
+        assert_eq!(c.peer_extensions(), Extensions::none());
         let c = ClientConfig::default();
+        assert_eq!(c.extensions(), Extensions::none());
         assert_eq!(c.max_in_flight(), 1024);
         assert_eq!(c.encoding(), "identity");
     }

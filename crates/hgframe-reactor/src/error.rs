@@ -10,6 +10,7 @@
 //! The messages of the seed's reactor are kept word for word where it had one.
 
 use hgframe_stream::StreamError;
+use hgframe_wire::extension::Extension;
 use hgframe_wire::{BuildError, Frame, FrameType, PayloadError, RequestId, StreamId};
 
 /// A limit of [`crate::ServerConfig`] or [`crate::ClientConfig`].
@@ -202,6 +203,17 @@ pub enum ProtocolError {
         /// The frame's flags.
         flags: u8,
     },
+    /// An extension frame (`cancel`, `progress`) that breaks its rules: flags set, a
+    /// payload where none belongs, a payload that does not parse.
+    #[error("malformed {extension} frame in request {request_id}: {reason}")]
+    MalformedExtension {
+        /// The extension's name.
+        extension: &'static str,
+        /// The request.
+        request_id: RequestId,
+        /// What is wrong.
+        reason: String,
+    },
     /// A `text-output` payload that cannot be decoded.
     #[error("malformed text output in request {request_id}: {source}")]
     MalformedTextOutput {
@@ -224,6 +236,7 @@ impl ProtocolError {
             | Self::BadDataFlags { request_id, .. }
             | Self::UnexpectedResponseType { request_id, .. }
             | Self::BadResponseFlags { request_id, .. }
+            | Self::MalformedExtension { request_id, .. }
             | Self::MalformedTextOutput { request_id, .. } => Some(*request_id),
             Self::AlreadyReceived(r)
             | Self::AlreadyActive(r)
@@ -324,6 +337,10 @@ pub enum ReactorError {
         #[source]
         source: std::io::Error,
     },
+    /// The extension was not negotiated with the peer: its frame is never sent to a
+    /// peer that did not accept it.
+    #[error("the {} extension was not negotiated with the peer", .0.name())]
+    NotNegotiated(Extension),
     /// Input already ended; no more frames are accepted.
     #[error("input already ended")]
     InputEnded,

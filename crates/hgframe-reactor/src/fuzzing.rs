@@ -5,6 +5,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use hgframe_stream::{DecodeLimits, IncomingStreams, Profiles, Side};
+use hgframe_wire::extension::{Extensions, CANCEL};
+use hgframe_wire::payload::progress::Progress;
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{
     ErrorResponseFlags, Frame, FrameType, Frames, RequestId, StreamFlags, StreamId, MAX_PAYLOAD_LEN,
@@ -165,6 +167,9 @@ fn run_server_session(data: &[u8]) -> Result<Bytes, String> {
             .set_max_frame_size(64);
     }
     let pull = 1usize << (usize::from((mode >> 4) & 7) + 4);
+    // The extensions are negotiated: `cancel` frames of the input are acted on, and
+    // some answers report progress (`server_bytes` covers a server without them).
+    config.set_peer_extensions(Extensions::all());
     let mut shape = (mode & 0x80 != 0).then(|| Shape::new(Side::Client, None));
     let max_buffered = config.max_buffered_data();
     let mut driver = Driver {
@@ -198,10 +203,13 @@ fn run_server_session(data: &[u8]) -> Result<Bytes, String> {
         driver.step()?;
     }
     driver.pull_all()?;
-    if driver.output.final_frames != driver.dispatched {
+    // A cancelled command ends with the server's `cancel` frame instead (and a command
+    // cancelled before it was dispatched gets one too).
+    let ended = driver.output.final_frames + driver.output.cancels;
+    if driver.output.final_frames > driver.dispatched || ended < driver.dispatched {
         return Err(format!(
-            "{} commands dispatched, {} final response frames sent",
-            driver.dispatched, driver.output.final_frames
+            "{} commands dispatched, {} final response frames and {} cancels sent",
+            driver.dispatched, driver.output.final_frames, driver.output.cancels
         ));
     }
     if !driver.server.is_finished() || driver.server.active_requests() != 0 {
@@ -237,6 +245,12 @@ impl Driver {
     fn act(&mut self, action: ServerAction) -> Check {
         let cmd = match action {
             ServerAction::RunCommand(cmd) => cmd,
+            ServerAction::Cancelled(request) => {
+                // The handler is stopped: nothing more is answered.
+                self.pending.retain(|p| p.request != request);
+                self.awaiting.retain(|(r, ..)| *r != request);
+                return Ok(());
+            }
             ServerAction::CommandData {
                 request_id,
                 data,
@@ -296,6 +310,12 @@ impl Driver {
         match answer {
             Answer::Echo => accepted(self.server.on_response_data(request, body, true)),
             Answer::Text => {
+                let report = Progress {
+                    topic: "text".into(),
+                    position: body.len() as u64,
+                    total: 0,
+                };
+                accepted(self.server.on_progress(request, &report))?;
                 let atom = TextAtom::new("%s said %s", vec!["cmd".into(), "hi".into()]);
                 accepted(self.server.on_text_output(request, &[atom]))?;
                 accepted(self.server.on_response_data(request, body, true))
@@ -389,6 +409,8 @@ struct Output {
     final_frames: usize,
     /// Protocol errors seen.
     protocol_errors: usize,
+    /// `cancel` frames seen (the last frame of a cancelled request).
+    cancels: usize,
     rest: BytesMut,
     /// Everything pulled, in order.
     all: BytesMut,
@@ -402,6 +424,7 @@ impl Output {
             incoming: IncomingStreams::new(Side::Client, Profiles::default(), limits),
             final_frames: 0,
             protocol_errors: 0,
+            cancels: 0,
             rest: BytesMut::new(),
             all: BytesMut::new(),
         }
@@ -447,6 +470,7 @@ impl Output {
                 self.final_frames += 1;
             }
             Some(FrameType::ErrorResponse) => self.protocol_errors += 1,
+            _ if frame.frame_type() == CANCEL => self.cancels += 1,
             _ => {}
         }
     }
@@ -455,11 +479,12 @@ impl Output {
 /// A client reactor driven like a real driver: `data[0]` picks the configuration (bits
 /// 0..2: how many commands, bit 2 the last one sends data, bit 3 `zstd-8mb` for the
 /// client's own stream, bit 4 a tight in-flight limit, bit 5 shapes the frames like a
-/// server's), `data[1..]` is the server's frames in wire format.
+/// server's, bit 6 the extensions are negotiated and the first command is cancelled),
+/// `data[1..]` is the server's frames in wire format.
 ///
 /// Checks: the client's own output decodes as valid frames on odd streams; every event
-/// names a request that was in flight; a final event ends its request; after a
-/// protocol error every call fails.
+/// names a request that was in flight, and none a cancelled one; a final event ends its
+/// request; after a protocol error every call fails.
 pub fn client_session(data: &[u8]) -> Check {
     let Some((&mode, input)) = data.split_first() else {
         return Ok(());
@@ -471,7 +496,14 @@ pub fn client_session(data: &[u8]) -> Check {
     if mode & 16 != 0 {
         config.set_max_in_flight(2);
     }
+    let extended = mode & 0x40 != 0;
+    if extended {
+        config.set_extensions(Extensions::all());
+    }
     let mut client = ClientReactor::new(config);
+    if extended {
+        client.set_extensions(Extensions::all());
+    }
     let commands = usize::from(mode & 3) + 1;
     let mut issued = Vec::new();
     for i in 0..commands {
@@ -481,6 +513,15 @@ pub fn client_session(data: &[u8]) -> Check {
             issued.push(id);
         }
     }
+    let cancelled = match issued.first() {
+        Some(&first) if extended => {
+            let sent = client
+                .cancel(first)
+                .map_err(|e| format!("cancelling request {first}: {e}"))?;
+            sent.then_some(first)
+        }
+        _ => None,
+    };
     client.finish_sending();
     let mut out = BytesMut::new();
     while client.poll_transmit(&mut out, 1 << 16) > 0 {}
@@ -507,7 +548,12 @@ pub fn client_session(data: &[u8]) -> Check {
             .filter(|&r| client.is_in_flight(r))
             .collect();
         match client.on_frame(frame) {
-            Ok(events) => check_events(&client, &before, &events)?,
+            Ok(events) => {
+                if events.iter().any(|e| Some(e.request_id()) == cancelled) {
+                    return Err("an event for a cancelled request".into());
+                }
+                check_events(&client, &before, &events)?;
+            }
             Err(_) => {
                 failed = true;
                 break;
@@ -523,7 +569,9 @@ pub fn client_session(data: &[u8]) -> Check {
         }
         return Ok(());
     }
-    let left = client.in_flight();
+    // A cancelled request still in flight gets no event at the end either.
+    let still_cancelled = cancelled.is_some_and(|id| client.is_in_flight(id));
+    let left = client.in_flight() - usize::from(still_cancelled);
     let events = client
         .on_input_eof()
         .map_err(|e| format!("end of input on a healthy client: {e}"))?;
@@ -628,6 +676,28 @@ fn client_traffic(encoding: &str, names: &[&str], with_data: bool) -> Result<Vec
     Ok(out.to_vec())
 }
 
+/// What a client that negotiated the extensions sends for `names` (no arguments)
+/// when it cancels the fourth command (`cat`: answered over several steps) right after
+/// issuing it.
+fn cancelling_traffic(names: &[&str]) -> Result<Vec<u8>, String> {
+    let mut config = ClientConfig::default();
+    config.set_extensions(Extensions::all());
+    let mut client = ClientReactor::new(config);
+    client.set_extensions(Extensions::all());
+    for (i, name) in names.iter().enumerate() {
+        let id = client
+            .call_command(name.as_bytes(), [], None)
+            .map_err(|e| format!("calling {name}: {e}"))?;
+        if i == 3 {
+            client.cancel(id).map_err(|e| format!("cancelling {name}: {e}"))?;
+        }
+    }
+    client.finish_sending();
+    let mut out = BytesMut::new();
+    while client.poll_transmit(&mut out, 1 << 16) > 0 {}
+    Ok(out.to_vec())
+}
+
 /// Seed inputs made from valid traffic, for the `server_reactor` and `client_reactor`
 /// targets: `(target, input)`. Each name's first byte picks how the fuzzed driver
 /// answers (see [`server_session`]), so the seeds cover every kind of answer.
@@ -646,9 +716,15 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         input.extend_from_slice(&traffic);
         seeds.push(("server_reactor", input));
     }
+    // Commands with one cancelled while it runs (extension `cancel`).
+    let mut input = vec![0x00u8];
+    input.extend_from_slice(&cancelling_traffic(&names)?);
+    seeds.push(("server_reactor", input));
     // The server's answers to four commands (request ids 1, 3, 5, 7), as the client
     // of `client_session` issues them.
-    for (server_mode, client_mode) in [(0x00u8, 0x03u8), (0x04, 0x0b), (0x24, 0x07), (0x80, 0x23)] {
+    // All but the first client negotiated the extensions (the server's answers report
+    // progress; the first client takes that for a protocol error, as it should).
+    for (server_mode, client_mode) in [(0x00u8, 0x03u8), (0x04, 0x4b), (0x24, 0x47), (0x80, 0x63)] {
         let traffic = client_traffic("identity", &["foo", "add", "bad", "dog"], false)?;
         let mut input = vec![server_mode];
         input.extend_from_slice(&traffic);
@@ -667,7 +743,7 @@ mod tests {
     #[test]
     fn seeds_pass_every_check_and_reach_the_answers() {
         let seeds = seeds().unwrap();
-        assert_eq!(seeds.len(), 9);
+        assert_eq!(seeds.len(), 10);
         for (target, input) in &seeds {
             match *target {
                 "server_reactor" => server_session(input).unwrap(),
@@ -682,6 +758,12 @@ mod tests {
         out.check(output).unwrap();
         assert_eq!(out.final_frames, 6);
         assert_eq!(out.protocol_errors, 0);
+        // The cancelling seed: the cancelled command ends with the server's cancel
+        // frame instead of its last data.
+        let (_, input) = &seeds[5];
+        let mut out = Output::new();
+        out.check(run_server_session(input).unwrap()).unwrap();
+        assert_eq!((out.final_frames, out.cancels, out.protocol_errors), (5, 1, 0));
     }
 
     #[test]

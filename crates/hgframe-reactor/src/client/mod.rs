@@ -1,6 +1,7 @@
 //! The client reactor: issues commands as frames and turns the server's frames into
 //! per-request events.
 
+mod extension;
 mod request;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -16,6 +17,7 @@ use hgframe_wire::payload::text_output::{self, TextAtom};
 use hgframe_wire::{BytesResponseFlags, ErrorResponseFlags, Frame, FrameType, RequestId, StreamId};
 
 use self::request::RequestState;
+use hgframe_wire::extension::{Extension, Extensions, PROGRESS};
 use crate::config::{ClientConfig, IDENTITY};
 use crate::error::{check_settings_flags, ErrorKind, Limit, ProtocolError, ReactorError};
 
@@ -40,6 +42,18 @@ pub enum ClientEvent {
         /// The atoms of the frame.
         atoms: Vec<TextAtom>,
     },
+    /// How far the request got (extension `progress`), as the server reported it, in
+    /// order with the request's other events.
+    Progress {
+        /// The request.
+        request_id: RequestId,
+        /// What progresses.
+        topic: String,
+        /// How far it got.
+        position: u64,
+        /// Where it ends; 0 when unknown.
+        total: u64,
+    },
     /// The request failed; it is over.
     Error {
         /// The request.
@@ -57,6 +71,7 @@ impl ClientEvent {
         match self {
             Self::ResponseData { request_id, .. }
             | Self::TextOutput { request_id, .. }
+            | Self::Progress { request_id, .. }
             | Self::Error { request_id, .. } => *request_id,
         }
     }
@@ -65,7 +80,7 @@ impl ClientEvent {
     pub fn is_final(&self) -> bool {
         match self {
             Self::ResponseData { eos, .. } => *eos,
-            Self::TextOutput { .. } => false,
+            Self::TextOutput { .. } | Self::Progress { .. } => false,
             Self::Error { .. } => true,
         }
     }
@@ -112,6 +127,8 @@ pub struct ClientReactor {
     output_bytes: usize,
     failed: bool,
     input_ended: bool,
+    /// The extensions in use: offered, and accepted by the server.
+    extensions: Extensions,
 }
 
 impl ClientReactor {
@@ -141,6 +158,7 @@ impl ClientReactor {
             output_bytes: 0,
             failed: false,
             input_ended: false,
+            extensions: Extensions::none(),
             config,
         }
     }
@@ -251,7 +269,7 @@ impl ClientReactor {
         self.check_usable()?;
         match self.requests.get(&request) {
             Some(RequestState::SendingData) => {}
-            Some(RequestState::AwaitingResponse) => {
+            Some(RequestState::AwaitingResponse | RequestState::Cancelled) => {
                 return Err(ReactorError::NoDataExpected(request))
             }
             None => return Err(ReactorError::UnknownRequest(request)),
@@ -361,8 +379,10 @@ impl ClientReactor {
         self.input_ended = true;
         let requests = std::mem::take(&mut self.requests);
         Ok(requests
-            .into_keys()
-            .map(|request_id| ClientEvent::Error {
+            .into_iter()
+            // A cancelled request wants no more news.
+            .filter(|(_, state)| *state != RequestState::Cancelled)
+            .map(|(request_id, _)| ClientEvent::Error {
                 request_id,
                 kind: ErrorKind::Closed,
                 message: format!(
@@ -391,6 +411,13 @@ impl ClientReactor {
         };
         let request_id = frame.request_id();
         let flags = frame.flags();
+        if self.requests.get(&request_id) == Some(&RequestState::Cancelled) {
+            return self.after_cancel(&frame);
+        }
+        if frame.frame_type() == PROGRESS && self.extensions.contains(Extension::Progress) {
+            self.check_in_flight(request_id)?;
+            return extension::progress_event(&frame).map(|event| vec![event]);
+        }
         match frame.known_type() {
             Some(FrameType::BytesResponse) => {
                 self.check_in_flight(request_id)?;
@@ -457,8 +484,9 @@ impl ClientReactor {
                 // connection, so every request in flight has failed.
                 let requests = std::mem::take(&mut self.requests);
                 Ok(requests
-                    .into_keys()
-                    .map(|request_id| ClientEvent::Error {
+                    .into_iter()
+                    .filter(|(_, state)| *state != RequestState::Cancelled)
+                    .map(|(request_id, _)| ClientEvent::Error {
                         request_id,
                         kind,
                         message: message.clone(),

@@ -4,6 +4,7 @@
 //! handlers; [`request`] holds the per-request state machine and [`output`] the queue of
 //! frames waiting to be pulled.
 
+mod extension;
 mod offthread;
 mod output;
 mod request;
@@ -16,6 +17,7 @@ use hgframe_stream::{
     DecodeLimits, EncodingSettings, IncomingStreams, OutgoingStream, Profiles, Side, StreamError,
     StreamIdAllocator,
 };
+use hgframe_wire::extension::{Extension, Extensions, CANCEL};
 use hgframe_wire::build::{error_frame, text_output_frame, FrameTarget};
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{CommandNameFlags, ErrorResponseFlags, Frame, FrameType, RequestId, StreamId};
@@ -75,6 +77,8 @@ pub struct ServerReactor {
     output: OutputQueue,
     errored: bool,
     input_ended: bool,
+    /// The extensions in use: ours that the client offered.
+    extensions: Extensions,
 }
 
 impl ServerReactor {
@@ -99,6 +103,7 @@ impl ServerReactor {
             output: OutputQueue::new(config.defer_output()),
             errored: false,
             input_ended: false,
+            extensions: config.extensions().intersect(config.peer_extensions()),
             config,
         }
     }
@@ -323,6 +328,9 @@ impl ServerReactor {
             frame_type: frame.frame_type(),
             request_id: frame.request_id(),
         };
+        if frame.frame_type() == CANCEL && self.extensions.contains(Extension::Cancel) {
+            return self.on_cancel(&frame);
+        }
         match frame.known_type() {
             Some(FrameType::CommandName) => self.on_command_name(frame),
             // With no command being received, only a command-name makes sense (the

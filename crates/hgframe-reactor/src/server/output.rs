@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use hgframe_wire::{Frame, RequestId, StreamId};
+use hgframe_wire::{Frame, FrameType, RequestId, StreamId};
 
 /// A frame waiting to be transmitted.
 #[derive(Debug)]
@@ -58,6 +58,28 @@ impl OutputQueue {
             .rev()
             .map(|q| &mut q.frame)
             .find(|f| f.stream_id() == id)
+    }
+
+    /// Drops the queued frames of a cancelled request that the client can do without:
+    /// raw frames in the middle of their stream. A frame that opens or ends a stream, or
+    /// whose payload went through the stream's encoding (the next frames' decoding
+    /// depends on it), stays. Returns how many were dropped.
+    pub(crate) fn drop_request(&mut self, request: RequestId) -> usize {
+        let before = self.frames.len();
+        let mut freed = 0;
+        self.frames.retain(|q| {
+            let f = &q.frame;
+            let keep = f.request_id() != request
+                || !f.stream_flags().is_empty()
+                || q.ends.is_some()
+                || f.known_type() == Some(FrameType::StreamSettings);
+            if !keep {
+                freed += f.encoded_len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+        before - self.frames.len()
     }
 
     /// Whether a frame can be pulled now.
@@ -117,7 +139,7 @@ impl OutputQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hgframe_wire::{FrameType, StreamFlags};
+    use hgframe_wire::StreamFlags;
 
     fn frame(len: usize) -> Frame {
         Frame::new(
@@ -144,6 +166,33 @@ mod tests {
         assert_eq!(out.len(), 54);
         assert!(q.is_empty());
         assert_eq!(q.transmit(&mut out, 100, |_| ()), 0);
+    }
+
+    #[test]
+    fn a_cancelled_request_loses_only_the_frames_a_stream_can_do_without() {
+        let mut q = OutputQueue::new(false);
+        let mid = |_| frame(10);
+        let begin = frame(10).with_stream_flags(StreamFlags::STREAM_BEGIN);
+        let encoded = frame(10).with_stream_flags(StreamFlags::ENCODED);
+        q.push_all(vec![begin, mid(1), encoded, mid(1)], None);
+        let other = Frame::new(
+            RequestId(3),
+            StreamId(2),
+            StreamFlags::empty(),
+            FrameType::BytesResponse,
+            0x01,
+            vec![0u8; 4],
+        )
+        .unwrap();
+        q.push_all(vec![other], None);
+        let before = q.queued_bytes();
+        assert_eq!(q.drop_request(RequestId(1)), 2);
+        assert_eq!(q.queued_bytes(), before - 2 * 18);
+        let left: Vec<_> = std::iter::from_fn(|| q.pop()).map(|q| q.frame).collect();
+        assert_eq!(left.len(), 3);
+        assert!(left[0].stream_flags().contains(StreamFlags::STREAM_BEGIN));
+        assert!(left[1].stream_flags().contains(StreamFlags::ENCODED));
+        assert_eq!(left[2].request_id(), RequestId(3));
     }
 
     #[test]

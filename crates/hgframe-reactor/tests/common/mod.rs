@@ -97,6 +97,7 @@ pub fn kind(a: &ServerAction) -> &'static str {
         ServerAction::SendFrames => "sendframes",
         ServerAction::WantFrame => "wantframe",
         ServerAction::Error(_) => "error",
+        ServerAction::Cancelled(_) => "cancelled",
         ServerAction::Noop => "noop",
     }
 }
@@ -406,6 +407,7 @@ impl Pair {
                 }
             }
             ServerAction::SendFrames | ServerAction::WantFrame | ServerAction::Noop => {}
+            ServerAction::Cancelled(r) => panic!("request {r} cancelled in loopback"),
             ServerAction::Error(e) => panic!("server error in loopback: {e}"),
         }
     }
