@@ -31,7 +31,16 @@
 //!   client's own stream may use any profile the server supports (the server decodes
 //!   every profile of its build), announced by its `stream-settings` as always.
 //!
-//! [`Connection`] sends `hello` when it accepts anything but `identity`.
+//! [`Connection`] sends `hello` when it accepts anything but `identity`, or offers
+//! extensions.
+//!
+//! # Negotiating extensions
+//!
+//! A client that offers extensions (docs/protocol.md, "Extensions") adds the argument
+//! `extensions` to `hello` (the syntax of the HTTP header `HgFrame-Extensions`:
+//! `cancel, progress`), and the server's answer has a second line,
+//! `extensions=<those it accepted>\n` (possibly empty). Without the argument the
+//! answer is the seed's, and no extension is used on the connection.
 //!
 //! # Ending
 //!
@@ -49,6 +58,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::client::driver::Input;
+use hgframe_wire::extension::Extensions;
 use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
 use crate::error::Error;
 use crate::exchange::Scope;
@@ -202,6 +212,8 @@ impl Connection {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let (driver, calls, accepts) = options.new_driver(true);
+        let offered = driver.offered_extensions();
+        let accepted = driver.accepted_extensions();
         let codec =
             hgframe_wire::codec::FrameCodec::with_max_payload_len(options.max_frame_payload());
         let frames: FrameInput = Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
@@ -218,8 +230,11 @@ impl Connection {
         let only_identity = accepts
             .split(',')
             .all(|p| p.trim().is_empty() || p.trim() == hgframe_reactor::IDENTITY);
-        if !only_identity {
-            let hello = Call::new("hello").arg("encodings", Bytes::from(accepts));
+        if !only_identity || !offered.is_empty() {
+            let mut hello = Call::new("hello").arg("encodings", Bytes::from(accepts));
+            if !offered.is_empty() {
+                hello = hello.arg("extensions", offered.to_string());
+            }
             let answer = match conn.call(hello).await {
                 Ok(answer) => read_hello(answer).await,
                 Err(e) => Err(e),
@@ -227,8 +242,13 @@ impl Connection {
             match answer {
                 Ok(answer) => {
                     let answer = String::from_utf8_lossy(&answer);
-                    if let Some(profile) = answer.trim_end().strip_prefix("encoding=") {
-                        conn.encoding = profile.to_owned();
+                    for line in answer.lines() {
+                        if let Some(profile) = line.strip_prefix("encoding=") {
+                            conn.encoding = profile.to_owned();
+                        } else if let Some(list) = line.strip_prefix("extensions=") {
+                            // Before any later call: nothing used them yet.
+                            accepted.set(Extensions::parse(list));
+                        }
                     }
                 }
                 Err(e) => {

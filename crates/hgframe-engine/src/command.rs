@@ -24,12 +24,15 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use hgframe_wire::payload::progress::{Progress, MAX_TOPIC_LEN};
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::RequestId;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::admission::BlockingPool;
 use crate::error::Error;
@@ -381,6 +384,12 @@ pub(crate) enum Report {
         gen: u64,
         atoms: Vec<TextAtom>,
     },
+    /// A progress report (extension `progress`, negotiated, rate-limited).
+    Progress {
+        request: RequestId,
+        gen: u64,
+        progress: Progress,
+    },
     /// The handler returned (or panicked, reported by the exchange itself).
     Finished {
         request: RequestId,
@@ -395,6 +404,7 @@ impl Report {
         match self {
             Self::Data { request, .. }
             | Self::Text { request, .. }
+            | Self::Progress { request, .. }
             | Self::Finished { request, .. } => *request,
         }
     }
@@ -403,7 +413,10 @@ impl Report {
     /// has ended, while the handler that answered may still report (its return, say).
     pub(crate) fn gen(&self) -> u64 {
         match self {
-            Self::Data { gen, .. } | Self::Text { gen, .. } | Self::Finished { gen, .. } => *gen,
+            Self::Data { gen, .. }
+            | Self::Text { gen, .. }
+            | Self::Progress { gen, .. }
+            | Self::Finished { gen, .. } => *gen,
         }
     }
 
@@ -411,7 +424,7 @@ impl Report {
     pub(crate) fn ends_response(&self) -> bool {
         match self {
             Self::Data { eos, .. } => *eos,
-            Self::Text { .. } => false,
+            Self::Text { .. } | Self::Progress { .. } => false,
             Self::Finished { .. } => true,
         }
     }
@@ -432,6 +445,39 @@ pub struct Responder {
     /// to compress on worker threads (`None`: it does not).
     large_piece: Option<usize>,
     finished: bool,
+    /// Progress reports, if the client accepted them.
+    progress: Option<ProgressGate>,
+}
+
+/// The rate limit of one request's progress reports, on the engine's clock
+/// ([`tokio::time::Instant`], which tests may pause).
+#[derive(Debug)]
+pub(crate) struct ProgressGate {
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl ProgressGate {
+    /// Reports at least `interval` apart.
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: None,
+        }
+    }
+
+    /// Whether a report may go now (and if so, it counts as the last one sent): the
+    /// first always may, then one per interval, and the one that reaches a known total.
+    fn admit(&mut self, complete: bool) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
+        if due || complete {
+            self.last = Some(now);
+        }
+        due || complete
+    }
 }
 
 impl Responder {
@@ -449,7 +495,14 @@ impl Responder {
             piece_size: piece_size.max(1),
             large_piece: large_piece.map(|n| n.max(1)),
             finished: false,
+            progress: None,
         }
+    }
+
+    /// Sends progress reports through `gate` (the client accepted them).
+    pub(crate) fn with_progress(mut self, gate: ProgressGate) -> Self {
+        self.progress = Some(gate);
+        self
     }
 
     pub(crate) fn gen(&self) -> u64 {
@@ -488,6 +541,49 @@ impl Responder {
             })
             .await
             .map_err(|_| Disconnected)
+    }
+
+    /// Reports how far the command got: `position` out of `total` (0: unknown) in
+    /// `topic`'s unit. A no-op unless the client accepted the `progress` extension, and
+    /// rate-limited ([`crate::EngineConfig::progress_interval`]): a report closer than
+    /// that to the last one sent is dropped, except the one that reaches `total`. So it
+    /// may be called for every piece written. A topic over 255 bytes is cut (on a
+    /// character boundary), a position beyond a known total is taken as the total.
+    /// Reports go in order with the data written around them.
+    ///
+    /// Returns whether the report was sent.
+    pub async fn progress(
+        &mut self,
+        topic: &str,
+        position: u64,
+        total: u64,
+    ) -> Result<bool, Disconnected> {
+        let position = if total == 0 { position } else { position.min(total) };
+        let complete = total != 0 && position == total;
+        let Some(gate) = &mut self.progress else {
+            return Ok(false);
+        };
+        if self.finished || !gate.admit(complete) {
+            return Ok(false);
+        }
+        let mut end = topic.len().min(MAX_TOPIC_LEN);
+        while !topic.is_char_boundary(end) {
+            end -= 1;
+        }
+        let progress = Progress {
+            topic: topic.get(..end).unwrap_or_default().to_owned(),
+            position,
+            total,
+        };
+        self.tx
+            .send(Report::Progress {
+                request: self.request,
+                gen: self.gen,
+                progress,
+            })
+            .await
+            .map_err(|_| Disconnected)?;
+        Ok(true)
     }
 
     async fn send_data(&mut self, mut data: Bytes, eos: bool) -> Result<(), Disconnected> {
@@ -577,6 +673,52 @@ mod tests {
         }
         // Large while at least a large piece is left, then small.
         assert_eq!(got, ["abcd", "efgh", "ij", "xy", "z"]);
+    }
+
+    fn drain_progress(rx: &mut mpsc::Receiver<Report>) -> Vec<u64> {
+        let mut got = Vec::new();
+        while let Ok(Report::Progress { progress, .. }) = rx.try_recv() {
+            got.push(progress.position);
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_is_rate_limited_on_the_engine_clock() {
+        let (tx, mut rx) = mpsc::channel(2048);
+        let mut out = Responder::new(RequestId(1), 0, tx, 4, None)
+            .with_progress(ProgressGate::new(Duration::from_secs(1)));
+        // A thousand reports at the same instant: the first goes, and the last, which
+        // reaches the total.
+        for i in 0..=1000u64 {
+            let _ = out.progress("cat", i, 1000).await.unwrap();
+        }
+        assert_eq!(drain_progress(&mut rx), [0, 1000]);
+        // One per interval as time passes.
+        let mut out = Responder::new(RequestId(1), 0, out.tx.clone(), 4, None)
+            .with_progress(ProgressGate::new(Duration::from_secs(1)));
+        for i in 0..50u64 {
+            let _ = out.progress("cat", i, 0).await.unwrap();
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert_eq!(drain_progress(&mut rx), [0, 10, 20, 30, 40]);
+    }
+
+    #[tokio::test]
+    async fn progress_is_silent_unless_negotiated_and_bounded() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut out = Responder::new(RequestId(1), 0, tx.clone(), 4, None);
+        assert!(!out.progress("cat", 1, 2).await.unwrap());
+        assert!(rx.try_recv().is_err());
+        let mut out = Responder::new(RequestId(1), 0, tx, 4, None)
+            .with_progress(ProgressGate::new(Duration::from_secs(1)));
+        assert!(out.progress(&"é".repeat(200), 9, 5).await.unwrap());
+        let Ok(Report::Progress { progress, .. }) = rx.try_recv() else {
+            panic!("no report");
+        };
+        assert_eq!(progress.topic.len(), 254);
+        assert_eq!((progress.position, progress.total), (5, 5));
+        assert!(progress.encode().is_ok());
     }
 
     #[tokio::test]

@@ -60,6 +60,7 @@ pub struct EngineConfig {
     max_waiting_bytes: usize,
     memory_budget: usize,
     blocking_threads: usize,
+    progress_interval: Duration,
     observer: Option<ExchangeObserver>,
 }
 
@@ -87,6 +88,7 @@ impl Default for EngineConfig {
             max_waiting_bytes: 32 << 20,
             memory_budget: 1 << 30,
             blocking_threads: default_blocking_threads(),
+            progress_interval: Duration::from_secs(1),
             observer: None,
         }
     }
@@ -413,6 +415,22 @@ impl EngineConfig {
         self
     }
 
+    /// The least time between two progress reports of one request
+    /// ([`crate::Responder::progress`]), default 1 s. Reports closer than this to the
+    /// last one sent are dropped (the one that reaches the total always goes), so a
+    /// handler may report as often as it likes at no cost to the client. Between
+    /// [`MIN_PROGRESS_INTERVAL`] and [`MAX_PROGRESS_INTERVAL`]; a report now and then
+    /// also keeps proxies that cut quiet connections from cutting a long request.
+    pub fn progress_interval(&self) -> Duration {
+        self.progress_interval
+    }
+
+    /// Sets [`Self::progress_interval`] (checked by [`Self::validate`]).
+    pub fn set_progress_interval(&mut self, interval: Duration) -> &mut Self {
+        self.progress_interval = interval;
+        self
+    }
+
     /// Checks every setting; the first that cannot work is named in the error. Servers
     /// call it before they start, so a bad level or limit is refused at once rather than
     /// failing each exchange.
@@ -447,6 +465,15 @@ impl EngineConfig {
         at_least("max_waiting_bytes", self.max_waiting_bytes, 1)?;
         at_least("memory_budget", self.memory_budget, self.max_held_output)?;
         at_least("blocking_threads", self.blocking_threads, 1)?;
+        if !(MIN_PROGRESS_INTERVAL..=MAX_PROGRESS_INTERVAL).contains(&self.progress_interval) {
+            return Err(ConfigError::new(
+                "progress_interval",
+                format!(
+                    "is {:?}, must be between {MIN_PROGRESS_INTERVAL:?} and {MAX_PROGRESS_INTERVAL:?}",
+                    self.progress_interval
+                ),
+            ));
+        }
         if self.rate_window.is_zero() {
             return Err(ConfigError::new("rate_window", "must be more than zero"));
         }
@@ -472,6 +499,14 @@ impl EngineConfig {
         validate_reactor(&self.reactor)
     }
 }
+
+/// The least [`EngineConfig::progress_interval`]: more often than this, reports would
+/// cost the client more than they tell.
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The most [`EngineConfig::progress_interval`]: a report now and then is what keeps
+/// an idle-cutting proxy away, and proxies commonly cut after a minute.
+pub const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The reactor's settings that can be wrong: limits of zero, and encodings this build
 /// lacks or cannot use at the configured level (each is tried once, as an exchange

@@ -85,7 +85,9 @@ pub use command::{
     Command, CommandError, CommandInput, DataReader, Disconnected, Handler, Permission, Registry,
     Responder, RESERVED_NAMES,
 };
-pub use config::{ConfigError, EngineConfig, ExchangeObserver};
+pub use config::{
+    ConfigError, EngineConfig, ExchangeObserver, MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL,
+};
 pub use error::{Error, ErrorKind};
 pub use exchange::Scope;
 pub use hgframe_wire::payload::text_output::TextAtom;
@@ -96,6 +98,6 @@ pub use stats::{ExchangeStats, Outcome, StreamCounters, Transport};
 #[doc(hidden)]
 pub mod __private {
     //! For `hgframe-http` only: the client driver, which its HTTP client runs.
-    pub use crate::client::driver::{Driver, Input, Item, NewCall};
+    pub use crate::client::driver::{AcceptedExtensions, Driver, Input, Item, NewCall};
     pub use crate::client::CallQueue;
 }

@@ -133,6 +133,13 @@ impl Server {
         &self.shared.resources.memory
     }
 
+    /// Handlers running now, across every exchange of the server (each holds one of
+    /// [`EngineConfig::max_server_handlers`] slots until it ends or is cancelled).
+    pub fn handlers_running(&self) -> usize {
+        let free = self.shared.resources.handlers.available_permits();
+        self.shared.config.max_server_handlers().saturating_sub(free)
+    }
+
     /// The pool for blocking work, which handlers should use rather than
     /// `spawn_blocking` ([`crate::CommandInput::blocking`] hands it to them).
     pub fn blocking_pool(&self) -> &BlockingPool {

@@ -102,6 +102,16 @@ impl Extensions {
         self.0 & extension.bit() != 0
     }
 
+    /// The set as a number (for an atomic cell); [`Self::from_bits`] reads it back.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set from [`Self::bits`]; bits of no extension are dropped.
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & Self::all().0)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
         self.0 == 0

@@ -21,6 +21,7 @@
 //! every response stream is dropped, the exchange is abandoned.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -29,6 +30,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use hgframe_reactor::{ClientEvent, ClientReactor, ErrorKind as EventKind, ReactorError};
 use hgframe_wire::codec::CodecError;
+use hgframe_wire::extension::{Extension, Extensions};
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
@@ -46,6 +48,8 @@ pub enum Item {
     Data(Bytes, bool),
     /// Text output.
     Text(Vec<TextAtom>),
+    /// A progress report (extension `progress`): topic, position, total (0: unknown).
+    Progress(String, u64, u64),
     /// The response failed; nothing follows.
     Failed(Error),
 }
@@ -63,6 +67,7 @@ impl Item {
                         + a.labels.iter().map(String::len).sum::<usize>()
                 })
                 .sum(),
+            Self::Progress(topic, ..) => topic.len(),
             Self::Failed(_) => 0,
         }
     }
@@ -116,6 +121,25 @@ pub struct Driver {
     sending_done: bool,
     input_done: bool,
     abandoned: bool,
+    /// The extensions the server accepted, as the transport learns them.
+    accepted: AcceptedExtensions,
+    accepted_seen: Extensions,
+}
+
+/// The extensions a server accepted, told to a running driver by its transport (the
+/// HTTP response's header, the answer to `hello`) before any frame that may use them.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptedExtensions(Arc<AtomicU8>);
+
+impl AcceptedExtensions {
+    /// The server accepted `accepted`.
+    pub fn set(&self, accepted: Extensions) {
+        self.0.store(accepted.bits(), Ordering::Release);
+    }
+
+    fn get(&self) -> Extensions {
+        Extensions::from_bits(self.0.load(Ordering::Acquire))
+    }
 }
 
 impl Driver {
@@ -141,7 +165,19 @@ impl Driver {
             sending_done: false,
             input_done: false,
             abandoned: false,
+            accepted: AcceptedExtensions::default(),
+            accepted_seen: Extensions::none(),
         }
+    }
+
+    /// The extensions the client offers (for the transport to say so).
+    pub fn offered_extensions(&self) -> Extensions {
+        self.reactor.offered_extensions()
+    }
+
+    /// Where the transport tells the driver what the server accepted.
+    pub fn accepted_extensions(&self) -> AcceptedExtensions {
+        self.accepted.clone()
     }
 
     /// Runs until every response has ended (or the connection failed).
@@ -153,10 +189,16 @@ impl Driver {
         let mut out = Some(out);
         let mut buf = BytesMut::new();
         loop {
+            let accepted = self.accepted.get();
+            if accepted != self.accepted_seen {
+                self.accepted_seen = accepted;
+                self.reactor.set_extensions(accepted);
+            }
             self.maybe_finish_sending(&mut out);
             let seen = self.budget.changes();
             if self.budget.dropped() != self.dropped_seen {
                 self.dropped_seen = self.budget.dropped();
+                self.cancel_unread();
                 self.abandoned = self.nobody_listens();
             }
             if self.budget.must_evict() {
@@ -221,6 +263,29 @@ impl Driver {
                     }
                 },
             }
+        }
+    }
+
+    /// Cancels the requests whose response nobody reads any more (the stream was
+    /// dropped before its end), when the server accepted `cancel`: it stops their work
+    /// and sends no more of them. Without `cancel`, their frames are read and dropped.
+    fn cancel_unread(&mut self) {
+        if !self.reactor.extensions().contains(Extension::Cancel) {
+            return;
+        }
+        let unread: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, sink)| sink.queue.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for request in unread {
+            if let Err(e) = self.reactor.cancel(request) {
+                tracing::debug!(request = request.0, error = %e, "cannot cancel");
+                continue;
+            }
+            self.requests.remove(&request);
+            self.sources.retain(|s| s.request != request);
         }
     }
 
@@ -391,6 +456,12 @@ impl Driver {
             let item = match event {
                 ClientEvent::ResponseData { data, eos, .. } => Item::Data(data, eos),
                 ClientEvent::TextOutput { atoms, .. } => Item::Text(atoms),
+                ClientEvent::Progress {
+                    topic,
+                    position,
+                    total,
+                    ..
+                } => Item::Progress(topic, position, total),
                 ClientEvent::Error { kind, message, .. } => Item::Failed(match kind {
                     EventKind::Application => Error::application(message),
                     EventKind::Protocol => Error::protocol(message),

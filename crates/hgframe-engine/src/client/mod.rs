@@ -136,11 +136,22 @@ impl Call {
 
 /// Something a response says, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ResponseEvent {
     /// Response bytes, decoded, as they arrived.
     Data(Bytes),
     /// Text for people.
     Text(Vec<TextAtom>),
+    /// How far the command got (extension `progress`, only if the client offered it:
+    /// `ClientOptions::reactor_mut().set_extensions(..)`), in order with the data.
+    Progress {
+        /// What progresses.
+        topic: String,
+        /// How far it got.
+        position: u64,
+        /// Where it ends; 0 when unknown.
+        total: u64,
+    },
 }
 
 /// A whole response, gathered by [`ResponseStream::collect`] or [`Batch::collect`].
@@ -174,6 +185,7 @@ impl Gather {
                 }
             },
             ResponseEvent::Text(atoms) => self.text.push(atoms),
+            ResponseEvent::Progress { .. } => {}
         }
     }
 
@@ -198,7 +210,9 @@ fn ended_early() -> Error {
 /// It yields `Ok` events; an error (the command failed on the server, the server broke
 /// the protocol, the connection ended early, the response was dropped unread: see the
 /// [module's rule](crate#reading-responses)) is the last item. `None`
-/// after the complete response. Dropping it discards the rest of this response only.
+/// after the complete response. Dropping it discards the rest of this response only; if
+/// the server accepted the `cancel` extension, the request is cancelled there too (its
+/// handler stops and nothing more of it is sent).
 #[derive(Debug)]
 pub struct ResponseStream {
     rx: Receiver,
@@ -252,6 +266,13 @@ impl ResponseStream {
                     Some(Ok(ResponseEvent::Data(data)))
                 }
                 Popped::Item(_, Item::Text(atoms)) => Some(Ok(ResponseEvent::Text(atoms))),
+                Popped::Item(_, Item::Progress(topic, position, total)) => {
+                    Some(Ok(ResponseEvent::Progress {
+                        topic,
+                        position,
+                        total,
+                    }))
+                }
                 Popped::Item(_, Item::Failed(e)) | Popped::Evicted(e) => {
                     self.finished = true;
                     Some(Err(e))
@@ -459,6 +480,8 @@ impl Batch {
                     }
                 }
                 Item::Text(atoms) => BatchEvent::Text(atoms),
+                // A batch carries no progress (one consumer for many calls).
+                Item::Progress(..) => continue,
                 Item::Failed(e) => {
                     self.end(index);
                     BatchEvent::Failed(e)

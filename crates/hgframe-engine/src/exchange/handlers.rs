@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{AbortHandle, Abortable, BoxFuture};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use hgframe_wire::RequestId;
@@ -85,6 +85,9 @@ pub(crate) struct Handlers {
     pool: BlockingPool,
     /// No new handler starts (the exchange holds all it may).
     paused: bool,
+    /// How to stop each running handler (extension `cancel`), with its command's
+    /// number in the exchange.
+    aborts: HashMap<RequestId, (u64, AbortHandle)>,
 }
 
 impl Handlers {
@@ -108,6 +111,7 @@ impl Handlers {
             forward: None,
             pool,
             paused: false,
+            aborts: HashMap::new(),
         }
     }
 
@@ -222,12 +226,18 @@ impl Handlers {
         let input = CommandInput::new(next.name, next.args, data, self.pool.clone());
         let (handler, out, reports) = (next.handler, next.out, next.reports);
         let gen = out.gen();
+        let (abort, registration) = AbortHandle::new_pair();
+        self.aborts.insert(request, (gen, abort));
         self.running.push(Box::pin(async move {
             // A panic in a handler fails its command, not the exchange.
-            let result = std::panic::AssertUnwindSafe(handler.call(input, out))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
+            let call = std::panic::AssertUnwindSafe(handler.call(input, out)).catch_unwind();
+            let Ok(result) = Abortable::new(call, registration).await else {
+                // Cancelled: the handler is dropped, its slot freed; nothing to report.
+                drop(permit);
+                return;
+            };
+            let result =
+                result.unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
             // Through the same queue as its data, so the end comes after it.
             let _ = reports
                 .send(Report::Finished {
@@ -258,6 +268,31 @@ impl Handlers {
         self.waiting_bytes -= waiting.cost;
         self.data.remove(&request);
         true
+    }
+
+    /// Stops `request`'s command (extension `cancel`): a waiting one never runs, a
+    /// running one is dropped at its next `.await` (its slot is freed then, and it
+    /// reports nothing), and its data is not delivered any more. Returns whether there
+    /// was a command to stop.
+    pub(crate) fn cancel(&mut self, request: RequestId) -> bool {
+        let waiting = self.withdraw(request);
+        self.forget_data(request);
+        let running = match self.aborts.remove(&request) {
+            Some((_, abort)) => {
+                abort.abort();
+                true
+            }
+            None => false,
+        };
+        waiting || running
+    }
+
+    /// `request`'s handler (command number `gen`) returned: it cannot be stopped any
+    /// more.
+    pub(crate) fn ended(&mut self, request: RequestId, gen: u64) {
+        if self.aborts.get(&request).is_some_and(|(g, _)| *g == gen) {
+            self.aborts.remove(&request);
+        }
     }
 
     /// Whether handlers are running.
@@ -377,5 +412,6 @@ impl Handlers {
         self.waiting_bytes = 0;
         self.data.clear();
         self.forward = None;
+        self.aborts.clear();
     }
 }

@@ -56,6 +56,7 @@ use futures_util::{Stream, StreamExt};
 use hgframe_reactor::{CommandRequest, ReactorError, ServerAction, ServerReactor};
 use hgframe_stream::parse_accept_list;
 use hgframe_wire::codec::CodecError;
+use hgframe_wire::extension::{Extension, Extensions};
 use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
 
@@ -63,7 +64,7 @@ use self::counters::Counters;
 use self::handlers::{Delivery, Handlers};
 use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
 use self::timers::{Expired, Timers, Wait};
-use crate::command::{Permission, Registry, Report, Responder};
+use crate::command::{Permission, ProgressGate, Registry, Report, Responder};
 use crate::config::EngineConfig;
 use crate::offload::{next_done, Encoded, Lane, Step, Workers};
 use crate::output::OutputChunk;
@@ -434,7 +435,30 @@ impl Exchange {
                 }
                 self.handlers.clear();
             }
+            ServerAction::Cancelled(request) => self.cancel(request),
             ServerAction::SendFrames | ServerAction::WantFrame | ServerAction::Noop => {}
+        }
+    }
+
+    /// The client cancelled a command (extension `cancel`; the reactor already ended its
+    /// response): its handler stops, and whatever it holds is let go, as when it fails,
+    /// but without an answer of its own.
+    fn cancel(&mut self, request: RequestId) {
+        tracing::debug!(request = request.0, "command cancelled by the client");
+        self.open.remove(&request);
+        self.handlers.cancel(request);
+        self.drop_lane(request);
+    }
+
+    /// Forgets `request`'s lane: its reports waiting behind pieces, and the worker
+    /// streams of its pieces, which will never get their frames out.
+    fn drop_lane(&mut self, request: RequestId) {
+        if let Some(lane) = self.lanes.remove(&request) {
+            let reports = lane.iter().filter(|s| matches!(s, Step::Report(_))).count();
+            self.lane_reports = self.lane_reports.saturating_sub(reports);
+            for _ in lane.iter().filter(|s| matches!(s, Step::Piece { .. })) {
+                self.workers.lose();
+            }
         }
     }
 
@@ -493,13 +517,16 @@ impl Exchange {
         }
         let handler = command.handler();
         let name = String::from_utf8_lossy(&cmd.name).into_owned();
-        let out = Responder::new(
+        let mut out = Responder::new(
             request,
             gen,
             self.report_tx.clone(),
             self.config.response_piece(),
             self.workers.piece_size(&self.reactor),
         );
+        if self.reactor.extensions().contains(Extension::Progress) {
+            out = out.with_progress(ProgressGate::new(self.config.progress_interval()));
+        }
         self.handlers.admit(
             request,
             handler,
@@ -525,6 +552,9 @@ impl Exchange {
     /// `hello` on a byte stream: the client lists the encodings it accepts (argument
     /// `encodings`, as the HTTP header); the answer is `encoding=<profile>\n`, on the
     /// server's first stream, which already uses that profile. Only as the first command.
+    /// A client that offers extensions (argument `extensions`, as the HTTP header) gets
+    /// a second line, `extensions=<those accepted>\n` (possibly empty); one that does
+    /// not gets the seed's answer, unchanged.
     fn hello(&mut self, cmd: CommandRequest) {
         let request = cmd.request_id;
         if self.counters.stats.commands != 1 {
@@ -538,7 +568,14 @@ impl Exchange {
             .unwrap_or_default();
         let chosen = self.reactor.set_peer_accepts(&accepts).to_owned();
         tracing::debug!(encoding = %chosen, "byte-stream encoding negotiated");
-        let answer = Bytes::from(format!("encoding={chosen}\n"));
+        let mut answer = format!("encoding={chosen}\n");
+        if let Some(offered) = cmd.args.get(b"extensions".as_slice()) {
+            let offered = Extensions::parse(&String::from_utf8_lossy(offered));
+            let accepted = self.reactor.set_peer_extensions(offered);
+            tracing::debug!(%accepted, "byte-stream extensions negotiated");
+            answer.push_str(&format!("extensions={accepted}\n"));
+        }
+        let answer = Bytes::from(answer);
         self.open.remove(&request);
         self.feed(request, |r| r.on_response_data(request, answer, true));
     }
@@ -595,8 +632,9 @@ impl Exchange {
         if self.current.get(&request) != Some(&report.gen()) {
             return false;
         }
-        if let Report::Finished { .. } = report {
+        if let Report::Finished { gen, .. } = report {
             self.handlers.forget_data(request);
+            self.handlers.ended(request, *gen);
         }
         self.open.contains(&request)
     }
@@ -617,6 +655,13 @@ impl Exchange {
                     // Text that cannot be framed fails the command, visibly.
                     self.fail(request, &format!("text output cannot be sent: {e}"));
                 }
+            }
+            Report::Progress {
+                request, progress, ..
+            } => {
+                // Only a client that accepted progress gets a gate, so this is accepted;
+                // a report is not worth failing a command over.
+                let _ = self.try_feed(request, |r| r.on_progress(request, &progress));
             }
             Report::Finished {
                 request, result, ..
@@ -711,16 +756,7 @@ impl Exchange {
         self.open.remove(&request);
         self.handlers.withdraw(request);
         self.handlers.forget_data(request);
-        if let Some(lane) = self.lanes.remove(&request) {
-            let reports = lane.iter().filter(|s| matches!(s, Step::Report(_))).count();
-            self.lane_reports = self.lane_reports.saturating_sub(reports);
-            if lane.iter().any(|s| matches!(s, Step::Piece { .. })) {
-                // Its worker streams will never get their frames out.
-                for _ in lane.iter().filter(|s| matches!(s, Step::Piece { .. })) {
-                    self.workers.lose();
-                }
-            }
-        }
+        self.drop_lane(request);
         self.feed(request, |r| r.on_application_error(request, message));
     }
 
