@@ -30,7 +30,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::io::StreamReader;
 
 use crate::body::FrameBody;
-use crate::config::ENCODINGS_HEADER;
+use crate::config::{ENCODINGS_HEADER, EXTENSIONS_HEADER};
+use hgframe_wire::extension::Extensions;
 
 /// An HTTP client: each [`Client::call`] or [`Client::call_many`] is one HTTP exchange.
 /// Connections are pooled and kept alive. Cloning is cheap.
@@ -104,6 +105,7 @@ impl Client {
     async fn exchange(&self, path: &str, calls: Calls) -> Result<Answers, Error> {
         let options = &self.options;
         let (driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
+        let (offered, accepted) = (driver.offered_extensions(), driver.accepted_extensions());
         let answers = match calls {
             Calls::One(call) => Answers::One(queue.call(call)?),
             Calls::Many(calls) => Answers::Many(queue.call_many(calls)),
@@ -111,10 +113,14 @@ impl Client {
         // No more calls: the request ends once these are sent.
         drop(queue);
         let (body_tx, body_rx) = mpsc::channel(4);
-        let request = Request::post(format!("{}/{path}", self.base))
+        let mut request = Request::post(format!("{}/{path}", self.base))
             .header(header::ACCEPT, options.media_type())
             .header(header::CONTENT_TYPE, options.media_type())
-            .header(ENCODINGS_HEADER, accepts)
+            .header(ENCODINGS_HEADER, accepts);
+        if !offered.is_empty() {
+            request = request.header(EXTENSIONS_HEADER, offered.to_string());
+        }
+        let request = request
             .body(FrameBody::frames(body_rx))
             .map_err(|e| Error::invalid(format!("cannot build the request: {e}")))?;
         let (head_tx, head_rx) = oneshot::channel();
@@ -123,7 +129,14 @@ impl Client {
         let max_payload = options.max_frame_payload();
         let head = async move {
             let checked = match response.await {
-                Ok(response) => check_response(response, &media_type).await,
+                Ok(response) => {
+                    // Before the driver reads a frame that may use them.
+                    let header = response.headers().get(EXTENSIONS_HEADER);
+                    if let Some(list) = header.and_then(|v| v.to_str().ok()) {
+                        accepted.set(Extensions::parse(list));
+                    }
+                    check_response(response, &media_type).await
+                }
                 Err(e) => {
                     Err(Error::new(ErrorKind::Http, format!("request failed: {e}")).with_source(e))
                 }

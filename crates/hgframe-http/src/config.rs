@@ -8,6 +8,12 @@ use hgframe_engine::{ConfigError, Duplex, EngineConfig, DEFAULT_PREFIX, MEDIA_TY
 /// The request header in which a client lists the content encodings it accepts.
 pub const ENCODINGS_HEADER: &str = "hgframe-encodings";
 
+/// The header of the extensions (docs/protocol.md, "Extensions"): in a request, those
+/// the client offers (`HgFrame-Extensions: cancel, progress`); in a response, those the
+/// server accepted, of the offered ones (sent only in answer to an offer, so a client
+/// of the seed's protocol sees no difference).
+pub const EXTENSIONS_HEADER: &str = "hgframe-extensions";
+
 /// Settings of the HTTP server: what HTTP adds (URL prefix, media type, duplex,
 /// connection timers, `debugreflect`) to the exchange engine's own settings
 /// ([`ServerConfig::engine`]: limits, queues, timeouts, connections).

@@ -45,7 +45,7 @@ mod server;
 
 pub use body::FrameBody;
 pub use client::Client;
-pub use config::{ServerConfig, ENCODINGS_HEADER};
+pub use config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 pub use hgframe_engine::{
     bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, ClientOptions, Command,
     CommandError, CommandInput, ConfigError, DataReader, Disconnected, Duplex, EngineConfig, Error,

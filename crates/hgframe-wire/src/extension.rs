@@ -117,6 +117,12 @@ impl Extensions {
         self.0 == 0
     }
 
+    /// What either set holds.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// What both sets hold: the extensions in use once a server accepts what a client
     /// offers.
     #[must_use]

@@ -30,7 +30,8 @@ use tracing::Instrument;
 
 use self::route::{route, text_response, Route, Target};
 use crate::body::FrameBody;
-use crate::config::{ServerConfig, ENCODINGS_HEADER};
+use crate::config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
+use hgframe_wire::extension::Extensions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -155,7 +156,16 @@ impl HgFrameService {
             .filter_map(|v| v.to_str().ok())
             .flat_map(parse_accept_list)
             .collect();
-        let reactor = server.new_reactor(full_duplex, &accepts);
+        let mut reactor = server.new_reactor(full_duplex, &accepts);
+        // Extensions only for a client that offered them: it alone gets the answer header.
+        let offered: Option<Extensions> = parts
+            .headers
+            .get_all(EXTENSIONS_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(Extensions::parse)
+            .reduce(|a, b| a.union(b));
+        let accepted = offered.map(|offered| reactor.set_peer_extensions(offered));
         let (command, only) = match target {
             Target::Single(name) => (String::from_utf8_lossy(&name).into_owned(), Some(name)),
             Target::Multi => ("multirequest".to_owned(), None),
@@ -183,9 +193,13 @@ impl HgFrameService {
             let (run, output) = server.prepare(reactor, scope, transport, input, span);
             FrameBody::half_duplex(run, output).await
         };
-        Response::builder()
+        let mut response = Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, config.media_type())
+            .header(header::CONTENT_TYPE, config.media_type());
+        if let Some(accepted) = accepted {
+            response = response.header(EXTENSIONS_HEADER, accepted.to_string());
+        }
+        response
             .body(body)
             .unwrap_or_else(|_| {
                 // validate() checked the media type; kept for safety.

@@ -85,6 +85,7 @@ fn describe(action: &ServerAction) -> String {
         ServerAction::SendFrames => "sendframes".to_owned(),
         ServerAction::WantFrame => "wantframe".to_owned(),
         ServerAction::Error(e) => format!("error: {e}"),
+        ServerAction::Cancelled(r) => format!("cancelled request {r}"),
         ServerAction::Noop => "noop".to_owned(),
     }
 }

@@ -198,6 +198,8 @@ async fn print_response(mut response: ResponseStream, idle: Option<Duration>) ->
                 }
             }
             Some(Err(e)) => break Err(failure(e)),
+            // Extension events (progress): this client offers none.
+            Some(Ok(_)) => {}
         }
     };
     stdout.flush()?;

@@ -105,6 +105,8 @@ fn action_json(reactor: &mut ServerReactor, action: ServerAction) -> Value {
         }
         ServerAction::WantFrame => json!({"action": "wantframe"}),
         ServerAction::Error(e) => json!({"action": "error", "message": e.to_string()}),
+        // Only with the cancel extension, which `debug reactor` never negotiates.
+        ServerAction::Cancelled(r) => json!({"action": "cancelled", "request": r.0}),
         ServerAction::Noop => json!({"action": "noop"}),
     }
 }
@@ -140,6 +142,7 @@ fn action_text(reactor: &mut ServerReactor, action: ServerAction) -> String {
         }
         ServerAction::WantFrame => "wantframe".to_string(),
         ServerAction::Error(e) => format!("error: {e}"),
+        ServerAction::Cancelled(r) => format!("cancelled request={r}"),
         ServerAction::Noop => "noop".to_string(),
     }
 }

@@ -160,13 +160,22 @@ impl FileCommands {
         let pool = input.blocking().clone();
         let dir = Arc::clone(&self.dir);
         let shown = path.clone();
-        let mut file = pool
-            .run(move || open_existing(&dir, &relative, &shown))
+        let (mut file, total) = pool
+            .run(move || {
+                let file = open_existing(&dir, &relative, &shown)?;
+                // The size, for progress reports (0, "unknown", if it cannot be read).
+                let total = file.metadata().map_or(0, |m| m.len());
+                Ok::<_, CommandError>((file, total))
+            })
             .await
             .map_err(|e| CommandError::new(e.to_string()))??;
         let mut out = out;
         let mut current;
         (file, current) = read_chunk(&pool, file, &path).await?;
+        // Progress (extension `progress`, if the client accepted it; rate-limited by the
+        // engine) for files of more than one chunk: bytes sent of the file's size.
+        let large = current.len() == READ_CHUNK;
+        let mut sent = 0u64;
         // One chunk of look-ahead so the last piece carries `eos` (no empty final frame).
         while current.len() == READ_CHUNK {
             let next;
@@ -174,7 +183,14 @@ impl FileCommands {
             if next.is_empty() {
                 break;
             }
-            out.write(std::mem::replace(&mut current, next)).await?;
+            let piece = std::mem::replace(&mut current, next);
+            sent += piece.len() as u64;
+            out.write(piece).await?;
+            out.progress("cat", sent, total.max(sent)).await?;
+        }
+        if large {
+            let end = sent + current.len() as u64;
+            out.progress("cat", end, end).await?;
         }
         out.finish(current).await?;
         Ok(())
