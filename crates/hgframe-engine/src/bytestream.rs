@@ -58,13 +58,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::client::driver::Input;
-use hgframe_wire::extension::Extensions;
 use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
 use crate::error::Error;
 use crate::exchange::Scope;
 use crate::output::{write_all_chunks, FrameInput};
 use crate::server::Server;
 use crate::stats::{ExchangeStats, Outcome, Transport};
+use hgframe_wire::extension::Extensions;
 
 /// The longest answer to `hello` a client reads (`encoding=<profile>\n` is far
 /// shorter); a longer one fails the connection.

@@ -470,9 +470,9 @@ impl ProgressGate {
     /// first always may, then one per interval, and the one that reaches a known total.
     fn admit(&mut self, complete: bool) -> bool {
         let now = Instant::now();
-        let due = self
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.interval);
+        let due = self.last.map_or(true, |last| {
+            now.saturating_duration_since(last) >= self.interval
+        });
         if due || complete {
             self.last = Some(now);
         }
@@ -558,7 +558,11 @@ impl Responder {
         position: u64,
         total: u64,
     ) -> Result<bool, Disconnected> {
-        let position = if total == 0 { position } else { position.min(total) };
+        let position = if total == 0 {
+            position
+        } else {
+            position.min(total)
+        };
         let complete = total != 0 && position == total;
         let Some(gate) = &mut self.progress else {
             return Ok(false);

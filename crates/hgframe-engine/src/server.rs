@@ -137,7 +137,10 @@ impl Server {
     /// [`EngineConfig::max_server_handlers`] slots until it ends or is cancelled).
     pub fn handlers_running(&self) -> usize {
         let free = self.shared.resources.handlers.available_permits();
-        self.shared.config.max_server_handlers().saturating_sub(free)
+        self.shared
+            .config
+            .max_server_handlers()
+            .saturating_sub(free)
     }
 
     /// The pool for blocking work, which handlers should use rather than

@@ -40,7 +40,10 @@ fn registry() -> Registry {
         "steps",
         Permission::ReadOnly,
         |input: CommandInput, mut out: Responder| async move {
-            let n: u64 = input.arg_str("n")?.parse().map_err(|_| CommandError::new("n"))?;
+            let n: u64 = input
+                .arg_str("n")?
+                .parse()
+                .map_err(|_| CommandError::new("n"))?;
             for i in 0..=n {
                 out.progress("steps", i, n).await?;
                 out.write(Bytes::from(vec![b'0' + (i % 10) as u8])).await?;
@@ -144,7 +147,11 @@ async fn a_cancel_stops_the_handler_and_the_output_within_a_bounded_number_of_fr
         }
     }
     assert_eq!(server.handlers_running(), 1);
-    ex.send(vec![cancel_frame(FrameTarget::new(RequestId(1), StreamId(1))).unwrap()]);
+    ex.send(vec![cancel_frame(FrameTarget::new(
+        RequestId(1),
+        StreamId(1),
+    ))
+    .unwrap()]);
     // What was already on its way still comes, then the server's cancel ends it.
     let mut after = 0;
     loop {
@@ -176,7 +183,11 @@ async fn a_cancel_stops_the_handler_and_the_output_within_a_bounded_number_of_fr
 async fn a_cancel_for_an_unknown_request_is_ignored() {
     let server = server(registry(), config());
     let mut ex = Exchange::start(&server, Some(Extensions::all()));
-    let mut frames = on_stream([vec![cancel_frame(FrameTarget::new(RequestId(9), StreamId(1))).unwrap()]]);
+    let mut frames = on_stream([vec![cancel_frame(FrameTarget::new(
+        RequestId(9),
+        StreamId(1),
+    ))
+    .unwrap()]]);
     frames.extend(command(1, "steps", &[("n", "0")], None));
     ex.send(frames);
     ex.close();
@@ -199,8 +210,15 @@ async fn without_negotiation_a_cancel_is_a_protocol_error_and_no_progress_is_sen
     while types.len() < 3 {
         types.push(ex.next().await.unwrap().frame_type());
     }
-    assert!(types.iter().all(|t| *t == FrameType::BytesResponse as u8), "{types:?}");
-    ex.send(vec![cancel_frame(FrameTarget::new(RequestId(1), StreamId(1))).unwrap()]);
+    assert!(
+        types.iter().all(|t| *t == FrameType::BytesResponse as u8),
+        "{types:?}"
+    );
+    ex.send(vec![cancel_frame(FrameTarget::new(
+        RequestId(1),
+        StreamId(1),
+    ))
+    .unwrap()]);
     while let Some(f) = ex.next().await {
         assert!(f.frame_type() != PROGRESS && f.frame_type() != CANCEL);
     }
@@ -279,7 +297,11 @@ async fn dropping_a_response_stream_cancels_its_request() {
 
 #[test]
 fn the_progress_interval_is_validated() {
-    for bad in [Duration::ZERO, Duration::from_millis(9), Duration::from_secs(31)] {
+    for bad in [
+        Duration::ZERO,
+        Duration::from_millis(9),
+        Duration::from_secs(31),
+    ] {
         let mut config = EngineConfig::default();
         config.set_progress_interval(bad);
         let e = Server::new(Registry::new(), config).unwrap_err();
@@ -288,5 +310,8 @@ fn the_progress_interval_is_validated() {
     let mut config = EngineConfig::default();
     config.set_progress_interval(hgframe_engine::MIN_PROGRESS_INTERVAL);
     assert!(config.validate().is_ok());
-    assert_eq!(EngineConfig::default().progress_interval(), Duration::from_secs(1));
+    assert_eq!(
+        EngineConfig::default().progress_interval(),
+        Duration::from_secs(1)
+    );
 }

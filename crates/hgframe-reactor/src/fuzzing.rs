@@ -689,7 +689,9 @@ fn cancelling_traffic(names: &[&str]) -> Result<Vec<u8>, String> {
             .call_command(name.as_bytes(), [], None)
             .map_err(|e| format!("calling {name}: {e}"))?;
         if i == 3 {
-            client.cancel(id).map_err(|e| format!("cancelling {name}: {e}"))?;
+            client
+                .cancel(id)
+                .map_err(|e| format!("cancelling {name}: {e}"))?;
         }
     }
     client.finish_sending();
@@ -763,7 +765,10 @@ mod tests {
         let (_, input) = &seeds[5];
         let mut out = Output::new();
         out.check(run_server_session(input).unwrap()).unwrap();
-        assert_eq!((out.final_frames, out.cancels, out.protocol_errors), (5, 1, 0));
+        assert_eq!(
+            (out.final_frames, out.cancels, out.protocol_errors),
+            (5, 1, 0)
+        );
     }
 
     #[test]

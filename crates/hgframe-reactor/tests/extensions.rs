@@ -15,7 +15,10 @@ use hgframe_wire::RequestId;
 
 fn negotiated() -> ServerReactor {
     let mut server = ServerReactor::new(ServerConfig::default());
-    assert_eq!(server.set_peer_extensions(Extensions::all()), Extensions::all());
+    assert_eq!(
+        server.set_peer_extensions(Extensions::all()),
+        Extensions::all()
+    );
     server
 }
 
@@ -43,7 +46,10 @@ fn without_negotiation_a_cancel_frame_is_a_protocol_error() {
         Extensions::only(Extension::Progress)
     );
     run(server.on_frame(ffs("1 1 stream-begin command-name eos cat")));
-    assert_eq!(error(server.on_frame(ffs("1 1 0 9 0"))), "expected command frame; got 9");
+    assert_eq!(
+        error(server.on_frame(ffs("1 1 0 9 0"))),
+        "expected command frame; got 9"
+    );
 }
 
 #[test]
@@ -93,7 +99,11 @@ fn cancelling_a_running_request_drops_its_queued_output_and_ends_it_with_a_cance
         .on_response_data(other.request_id, Bytes::from("o"), false)
         .unwrap();
     let action = server.on_frame(ffs("1 1 0 9 0"));
-    assert!(matches!(action, ServerAction::Cancelled(RequestId(1))), "{}", kind(&action));
+    assert!(
+        matches!(action, ServerAction::Cancelled(RequestId(1))),
+        "{}",
+        kind(&action)
+    );
     // The running command's answers are refused from now on.
     assert!(server
         .on_response_data(r, Bytes::from("late"), true)
@@ -117,10 +127,17 @@ fn cancelling_a_command_still_arriving_frees_its_bytes() {
         server.on_frame(ffs("1 1 stream-begin command-name have-data cat")),
         ServerAction::WantFrame
     ));
-    let _ = server.on_frame(ffs(&format!("1 1 0 command-data continuation {}", "d".repeat(500))));
+    let _ = server.on_frame(ffs(&format!(
+        "1 1 0 command-data continuation {}",
+        "d".repeat(500)
+    )));
     assert!(server.buffered_bytes() >= 500);
     let action = server.on_frame(ffs("1 1 0 9 0"));
-    assert!(matches!(action, ServerAction::SendFrames), "{}", kind(&action));
+    assert!(
+        matches!(action, ServerAction::SendFrames),
+        "{}",
+        kind(&action)
+    );
     assert_eq!(server.buffered_bytes(), 0);
     assert_eq!(server.receiving_commands(), 0);
     assert_eq!(drain(&mut server), ["1 2 stream-begin 9 0"]);
@@ -141,8 +158,15 @@ fn a_cancel_for_an_unknown_or_finished_request_is_ignored() {
         .unwrap();
     // Its last frame is queued: the cancel crossed it, and changes nothing.
     let action = server.on_frame(ffs("3 1 0 9 0"));
-    assert!(!matches!(action, ServerAction::Error(_)), "{}", kind(&action));
-    assert_eq!(drain(&mut server), ["3 2 stream-begin bytes-response eos all"]);
+    assert!(
+        !matches!(action, ServerAction::Error(_)),
+        "{}",
+        kind(&action)
+    );
+    assert_eq!(
+        drain(&mut server),
+        ["3 2 stream-begin bytes-response eos all"]
+    );
     assert!(!server.is_errored());
 }
 
@@ -176,7 +200,10 @@ fn a_client_that_did_not_negotiate_refuses_extension_frames_and_never_cancels() 
         Err(ReactorError::NotNegotiated(Extension::Cancel))
     ));
     let progress = ffs("1 2 stream-begin 7 0 \\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00");
-    assert!(matches!(c.on_frame(progress), Err(ReactorError::Protocol(_))));
+    assert!(matches!(
+        c.on_frame(progress),
+        Err(ReactorError::Protocol(_))
+    ));
     // Accepted but never offered: not used either.
     let c = client(Extensions::none(), Extensions::all());
     assert!(c.extensions().is_empty());
@@ -195,7 +222,9 @@ fn progress_events_come_in_order_with_their_positions() {
     }
     for position in [0, 10, 60, 100] {
         let _ = server.on_progress(id, &report(position)).unwrap();
-        let _ = server.on_response_data(id, Bytes::from("d"), false).unwrap();
+        let _ = server
+            .on_response_data(id, Bytes::from("d"), false)
+            .unwrap();
     }
     let _ = server.on_response_data(id, Bytes::new(), true).unwrap();
     while let Some(frame) = server.poll_frame() {
@@ -205,7 +234,10 @@ fn progress_events_come_in_order_with_their_positions() {
         .iter()
         .filter_map(|e| match e {
             ClientEvent::Progress {
-                position, total, topic, ..
+                position,
+                total,
+                topic,
+                ..
             } => {
                 assert_eq!((topic.as_str(), *total), ("cat", 100));
                 Some(*position)
@@ -223,7 +255,9 @@ fn progress_events_come_in_order_with_their_positions() {
 #[test]
 fn a_cancelled_request_is_silent_until_its_last_frame_frees_the_id() {
     let mut c = client(Extensions::all(), Extensions::all());
-    let id = c.call_command(b"cat", [], Some(Bytes::from("data"))).unwrap();
+    let id = c
+        .call_command(b"cat", [], Some(Bytes::from("data")))
+        .unwrap();
     assert!(c.cancel(id).unwrap());
     assert!(!c.cancel(id).unwrap(), "a second cancel sends nothing");
     assert!(c.send_command_data(id, Bytes::from("more"), true).is_err());

@@ -142,7 +142,9 @@ impl Extensions {
 
     /// The extensions of the set, in list order.
     pub fn iter(self) -> impl Iterator<Item = Extension> {
-        Extension::ALL.into_iter().filter(move |e| self.contains(*e))
+        Extension::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
     }
 }
 

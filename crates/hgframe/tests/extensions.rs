@@ -7,10 +7,10 @@ mod common;
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -23,8 +23,8 @@ use hgframe_http::{
     EXTENSIONS_HEADER, MEDIA_TYPE,
 };
 use hgframe_reactor::{ClientConfig, ClientReactor};
-use hgframe_wire::extension::{Extensions, CANCEL, PROGRESS};
 use hgframe_wire::build::{cancel_frame, FrameTarget};
+use hgframe_wire::extension::{Extensions, CANCEL, PROGRESS};
 use hgframe_wire::{Frame, FrameDecoder, FrameType, RequestId, StreamId};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -103,10 +103,16 @@ async fn read_data<R: AsyncRead + Unpin>(frames: &mut Frames<R>, request: Reques
 
 /// Reads frames until the server's cancel for `request`; returns how many of its
 /// response frames came before it.
-async fn frames_until_cancel<R: AsyncRead + Unpin>(frames: &mut Frames<R>, request: RequestId) -> usize {
+async fn frames_until_cancel<R: AsyncRead + Unpin>(
+    frames: &mut Frames<R>,
+    request: RequestId,
+) -> usize {
     let mut after = 0;
     loop {
-        let f = frames.next().await.expect("the output ended before the cancel");
+        let f = frames
+            .next()
+            .await
+            .expect("the output ended before the cancel");
         if f.request_id() != request {
             continue;
         }
@@ -157,11 +163,17 @@ impl Probe {
     }
 
     fn read(&self, bytes: &[u8]) {
-        if bytes.windows(self.cancel.len()).any(|w| w == &self.cancel[..]) {
+        if bytes
+            .windows(self.cancel.len())
+            .any(|w| w == &self.cancel[..])
+        {
             let now = self.written.load(Ordering::SeqCst);
-            let _ = self
-                .at_cancel
-                .compare_exchange(usize::MAX, now, Ordering::SeqCst, Ordering::SeqCst);
+            let _ = self.at_cancel.compare_exchange(
+                usize::MAX,
+                now,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
         }
     }
 
@@ -270,7 +282,8 @@ impl http_body::Body for Counted {
 impl tower::Service<http::Request<hyper::body::Incoming>> for Probed {
     type Response = http::Response<Counted>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -319,12 +332,21 @@ async fn a_cancelled_cat_over_a_byte_stream_stops_and_frees_its_handler() {
         let (socket, _) = listener.accept().await.unwrap();
         let (r, w) = socket.into_split();
         let (r, w) = (
-            Watched { inner: r, probe: Arc::clone(&watched) },
-            Watched { inner: w, probe: watched },
+            Watched {
+                inner: r,
+                probe: Arc::clone(&watched),
+            },
+            Watched {
+                inner: w,
+                probe: watched,
+            },
         );
         serve_connection(r, w, &s, std::future::pending()).await
     });
-    let (read, mut write) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+    let (read, mut write) = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap()
+        .into_split();
     let mut frames = Frames::new(read);
     let mut client = reactor(Extensions::all());
     let hello = client
@@ -395,9 +417,7 @@ async fn a_cancelled_cat_over_h2c_stops_and_frees_its_handler() {
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let body: BodyStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok(http_body::Frame::data(b)), rx))
+        rx.recv().await.map(|b| (Ok(http_body::Frame::data(b)), rx))
     }));
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
@@ -437,7 +457,6 @@ async fn a_cancelled_cat_over_h2c_stops_and_frees_its_handler() {
     released(&server).await;
 }
 
-
 #[tokio::test]
 async fn cat_reports_progress_in_order_to_a_client_that_accepted_it() {
     let (_root, service) = service();
@@ -448,7 +467,10 @@ async fn cat_reports_progress_in_order_to_a_client_that_accepted_it() {
     let conn = Connection::connect_tcp(&addr.to_string(), options)
         .await
         .unwrap();
-    let mut response = conn.call(Call::new("cat").arg("path", "mid.bin")).await.unwrap();
+    let mut response = conn
+        .call(Call::new("cat").arg("path", "mid.bin"))
+        .await
+        .unwrap();
     let (mut received, mut reports) = (0u64, Vec::new());
     while let Some(event) = within(response.next()).await {
         match event.unwrap() {
@@ -482,7 +504,10 @@ async fn a_seed_level_peer_never_sees_an_extension_frame() {
     let conn = Connection::connect_tcp(&addr.to_string(), ClientOptions::default())
         .await
         .unwrap();
-    let mut response = conn.call(Call::new("cat").arg("path", "mid.bin")).await.unwrap();
+    let mut response = conn
+        .call(Call::new("cat").arg("path", "mid.bin"))
+        .await
+        .unwrap();
     while let Some(event) = within(response.next()).await {
         assert!(matches!(event.unwrap(), ResponseEvent::Data(_)));
     }
@@ -490,7 +515,11 @@ async fn a_seed_level_peer_never_sees_an_extension_frame() {
     // Over HTTP without the header: no answer header, no extension frame.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = listener.local_addr().unwrap();
-    tokio::spawn(hgframe_http::serve(listener, service, std::future::pending()));
+    tokio::spawn(hgframe_http::serve(
+        listener,
+        service,
+        std::future::pending(),
+    ));
     let mut client = reactor(Extensions::none());
     client.call_command(b"cat", cat("mid.bin"), None).unwrap();
     let request = out(&mut client).freeze();
@@ -533,11 +562,19 @@ fn debug_reactor_with_default_settings_refuses_a_cancel_frame() {
         out.stdout
     };
     let frames = run(
-        &["frames", "encode", "1 1 stream-begin command-name eos cat", "1 1 0 9 0"],
+        &[
+            "frames",
+            "encode",
+            "1 1 stream-begin command-name eos cat",
+            "1 1 0 9 0",
+        ],
         b"",
     );
     let text = String::from_utf8(run(&["debug", "reactor"], &frames)).unwrap();
     assert!(text.contains("runcommand request=1 command=cat"), "{text}");
-    assert!(text.contains("error: expected command frame; got 9"), "{text}");
+    assert!(
+        text.contains("error: expected command frame; got 9"),
+        "{text}"
+    );
     assert!(!text.contains("cancelled"), "{text}");
 }

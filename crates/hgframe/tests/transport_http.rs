@@ -393,6 +393,7 @@ async fn full_duplex_over_h2c_answers_before_the_request_ends() {
             match within(answer.next()).await.unwrap().unwrap() {
                 ResponseEvent::Data(d) => got.extend_from_slice(&d),
                 ResponseEvent::Text(_) => {}
+                other => panic!("no extension was offered: {other:?}"),
             }
         }
         assert_eq!(got, piece.as_bytes());

@@ -133,6 +133,7 @@ async fn small_data_and_text_wait_behind_pieces_compressing() {
             ResponseEvent::Data(d) => data.extend_from_slice(&d),
             // Where the text came in the data.
             ResponseEvent::Text(_) => texts.push(data.len()),
+            other => panic!("no extension was offered: {other:?}"),
         }
     }
     let mut expected = Vec::new();

@@ -236,8 +236,8 @@ impl Handlers {
                 drop(permit);
                 return;
             };
-            let result =
-                result.unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
+            let result = result
+                .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
             // Through the same queue as its data, so the end comes after it.
             let _ = reports
                 .send(Report::Finished {

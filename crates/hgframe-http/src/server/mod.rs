@@ -199,16 +199,14 @@ impl HgFrameService {
         if let Some(accepted) = accepted {
             response = response.header(EXTENSIONS_HEADER, accepted.to_string());
         }
-        response
-            .body(body)
-            .unwrap_or_else(|_| {
-                // validate() checked the media type; kept for safety.
-                let mut r = Response::new(FrameBody::from(Bytes::from_static(
-                    b"the configured media type is not a valid header value\n",
-                )));
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                r
-            })
+        response.body(body).unwrap_or_else(|_| {
+            // validate() checked the media type; kept for safety.
+            let mut r = Response::new(FrameBody::from(Bytes::from_static(
+                b"the configured media type is not a valid header value\n",
+            )));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
     }
 }
 

@@ -79,11 +79,12 @@ impl ClientReactor {
     }
 
     /// A frame of a cancelled request: dropped; its last frame frees the id.
-    pub(super) fn after_cancel(&mut self, frame: &Frame) -> Result<Vec<ClientEvent>, ProtocolError> {
+    pub(super) fn after_cancel(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Vec<ClientEvent>, ProtocolError> {
         let last = match frame.known_type() {
-            Some(FrameType::BytesResponse) => {
-                frame.flags() & BytesResponseFlags::EOS.bits() != 0
-            }
+            Some(FrameType::BytesResponse) => frame.flags() & BytesResponseFlags::EOS.bits() != 0,
             Some(FrameType::ErrorResponse) => true,
             _ => frame.frame_type() == CANCEL,
         };

@@ -17,9 +17,9 @@ use hgframe_wire::payload::text_output::{self, TextAtom};
 use hgframe_wire::{BytesResponseFlags, ErrorResponseFlags, Frame, FrameType, RequestId, StreamId};
 
 use self::request::RequestState;
-use hgframe_wire::extension::{Extension, Extensions, PROGRESS};
 use crate::config::{ClientConfig, IDENTITY};
 use crate::error::{check_settings_flags, ErrorKind, Limit, ProtocolError, ReactorError};
+use hgframe_wire::extension::{Extension, Extensions, PROGRESS};
 
 /// What happened to a request, as the server's frames tell.
 #[derive(Debug, Clone, PartialEq, Eq)]

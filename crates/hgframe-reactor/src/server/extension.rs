@@ -108,7 +108,10 @@ impl ServerReactor {
             let frame = cancel_frame(self.target(id)).map_err(|e| malformed(&e.to_string()))?;
             let mut frames = Vec::new();
             self.stream()
-                .and_then(|s| s.push_frame(frame, &mut frames).map_err(ReactorError::Encode))
+                .and_then(|s| {
+                    s.push_frame(frame, &mut frames)
+                        .map_err(ReactorError::Encode)
+                })
                 .map_err(|e| malformed(&e.to_string()))?;
             self.requests
                 .insert(id, RequestState::Active(Response::Running));

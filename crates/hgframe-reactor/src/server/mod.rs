@@ -17,8 +17,8 @@ use hgframe_stream::{
     DecodeLimits, EncodingSettings, IncomingStreams, OutgoingStream, Profiles, Side, StreamError,
     StreamIdAllocator,
 };
-use hgframe_wire::extension::{Extension, Extensions, CANCEL};
 use hgframe_wire::build::{error_frame, text_output_frame, FrameTarget};
+use hgframe_wire::extension::{Extension, Extensions, CANCEL};
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{CommandNameFlags, ErrorResponseFlags, Frame, FrameType, RequestId, StreamId};
 

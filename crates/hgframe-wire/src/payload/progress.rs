@@ -118,7 +118,10 @@ mod tests {
     fn malformed_payloads_are_errors() {
         let parse = |b: &'static [u8]| Progress::parse(&Bytes::from_static(b));
         assert!(matches!(parse(b""), Err(PayloadError::Truncated { .. })));
-        assert!(matches!(parse(b"\x05ab"), Err(PayloadError::Truncated { .. })));
+        assert!(matches!(
+            parse(b"\x05ab"),
+            Err(PayloadError::Truncated { .. })
+        ));
         assert!(matches!(
             parse(b"\x00\x01\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
             Err(PayloadError::Truncated { what: "total", .. })
