@@ -315,3 +315,53 @@ fn the_progress_interval_is_validated() {
         Duration::from_secs(1)
     );
 }
+
+/// Reads a response to its end; returns the data events and the error that ended it.
+async fn until_error(
+    mut response: hgframe_engine::ResponseStream,
+) -> (usize, hgframe_engine::Error) {
+    let mut data = 0;
+    loop {
+        match response.next().await {
+            Some(Ok(ResponseEvent::Data(_))) => data += 1,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return (data, e),
+            None => panic!("the response ended before its deadline"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_past_its_deadline_times_out_and_is_cancelled() {
+    let server = server(registry(), config());
+    let conn = connect(&server, Extensions::all()).await;
+    let call = Call::new("steps")
+        .arg("n", "100")
+        .deadline(Duration::from_millis(2500));
+    let (data, e) = until_error(conn.call(call).await.unwrap()).await;
+    assert_eq!(e.kind(), hgframe_engine::ErrorKind::Timeout, "{e}");
+    // Steps at 0 s, 1 s and 2 s came before the deadline.
+    assert_eq!(data, 3);
+    handlers_stop(&server).await;
+    // The connection goes on.
+    let answer = conn.call(Call::new("steps").arg("n", "0")).await.unwrap();
+    assert_eq!(&answer.collect().await.unwrap().data[..], b"0");
+    conn.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_cancel_a_deadline_fails_the_call_but_the_server_runs_on() {
+    let server = server(registry(), config());
+    let conn = connect(&server, Extensions::none()).await;
+    let call = Call::new("steps")
+        .arg("n", "10")
+        .deadline(Duration::from_millis(2500));
+    let (_, e) = until_error(conn.call(call).await.unwrap()).await;
+    assert_eq!(e.kind(), hgframe_engine::ErrorKind::Timeout, "{e}");
+    // Nothing told the server: its handler goes on (to its end, 10 s on).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.handlers_running(), 1);
+    let answer = conn.call(Call::new("steps").arg("n", "0")).await.unwrap();
+    assert_eq!(&answer.collect().await.unwrap().data[..], b"0");
+    conn.close().await;
+}

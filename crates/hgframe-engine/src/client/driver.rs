@@ -34,6 +34,7 @@ use hgframe_wire::extension::{Extension, Extensions};
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{Frame, RequestId};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::client::queue::{Budget, Queue, Sink};
 use crate::client::{Call, CallData};
@@ -124,6 +125,8 @@ pub struct Driver {
     /// The extensions the server accepted, as the transport learns them.
     accepted: AcceptedExtensions,
     accepted_seen: Extensions,
+    /// When each call with a deadline gives up.
+    deadlines: HashMap<RequestId, Instant>,
 }
 
 /// The extensions a server accepted, told to a running driver by its transport (the
@@ -167,6 +170,7 @@ impl Driver {
             abandoned: false,
             accepted: AcceptedExtensions::default(),
             accepted_seen: Extensions::none(),
+            deadlines: HashMap::new(),
         }
     }
 
@@ -211,9 +215,11 @@ impl Driver {
             let can_call =
                 self.calls_open && queued_little && self.reactor.in_flight() < self.window;
             let can_read = frames.is_some() && !self.input_done && self.budget.may_read();
+            let next_deadline = self.deadlines.values().min().copied();
             tokio::select! {
                 biased;
                 () = std::future::poll_fn(|cx| self.budget.poll_changed(seen, cx)) => {}
+                () = sleep_until(next_deadline), if next_deadline.is_some() => self.on_deadlines(),
                 permit = reserve_out(out.as_ref()), if out.is_some() && self.reactor.has_pending_output() => {
                     match permit {
                         Some(permit) => {
@@ -266,6 +272,34 @@ impl Driver {
         }
     }
 
+    /// Calls whose deadline passed fail with a timeout, and are cancelled on the server
+    /// if it accepted `cancel`.
+    fn on_deadlines(&mut self) {
+        let now = Instant::now();
+        let passed: Vec<RequestId> = self
+            .deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for request in passed {
+            self.deadlines.remove(&request);
+            let Some(sink) = self.requests.remove(&request) else {
+                continue;
+            };
+            sink.push(Item::Failed(Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!("request {request}: the call's deadline passed before its response ended"),
+            )));
+            self.sources.retain(|s| s.request != request);
+            if self.reactor.extensions().contains(Extension::Cancel) {
+                if let Err(e) = self.reactor.cancel(request) {
+                    tracing::debug!(request = request.0, error = %e, "cannot cancel");
+                }
+            }
+        }
+    }
+
     /// Cancels the requests whose response nobody reads any more (the stream was
     /// dropped before its end), when the server accepted `cancel`: it stops their work
     /// and sends no more of them. Without `cancel`, their frames are read and dropped.
@@ -285,6 +319,7 @@ impl Driver {
                 continue;
             }
             self.requests.remove(&request);
+            self.deadlines.remove(&request);
             self.sources.retain(|s| s.request != request);
         }
     }
@@ -369,7 +404,11 @@ impl Driver {
             return;
         }
         let Call {
-            name, args, data, ..
+            name,
+            args,
+            data,
+            deadline,
+            ..
         } = call;
         let result = match data {
             None => self.reactor.call_command(name.as_bytes(), args, None),
@@ -388,6 +427,9 @@ impl Driver {
             Ok(request) => {
                 self.track(&events.queue);
                 self.requests.insert(request, events);
+                if let Some(after) = deadline {
+                    self.deadlines.insert(request, Instant::now() + after);
+                }
             }
             Err(e) => {
                 let error = Error::invalid(format!("cannot issue {name}: {e}"));
@@ -449,6 +491,7 @@ impl Driver {
             let request = event.request_id();
             // A final event ends the request whatever it says.
             let ended = if event.is_final() {
+                self.deadlines.remove(&request);
                 self.requests.remove(&request)
             } else {
                 None
@@ -482,6 +525,7 @@ impl Driver {
 
     /// Tells every request in flight (and every call not issued yet) the same failure.
     fn fail_all(&mut self, error: &Error) {
+        self.deadlines.clear();
         for (_, sink) in self.requests.drain() {
             sink.push(Item::Failed(error.duplicate()));
         }
@@ -491,6 +535,13 @@ impl Driver {
         }
         self.calls_open = false;
         self.sources.clear();
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -51,6 +51,7 @@ pub struct Call {
     pub(crate) args: Vec<(Bytes, Bytes)>,
     pub(crate) data: Option<CallData>,
     pub(crate) permission: Permission,
+    pub(crate) deadline: Option<std::time::Duration>,
 }
 
 /// The data of a call.
@@ -80,7 +81,17 @@ impl Call {
             args: Vec::new(),
             data: None,
             permission: Permission::ReadOnly,
+            deadline: None,
         }
+    }
+
+    /// Gives up on the call if its response has not ended `after` it was issued: the
+    /// response fails with [`crate::ErrorKind::Timeout`], and, if the server accepted
+    /// the `cancel` extension, the request is cancelled there (its handler stops);
+    /// otherwise the rest of its response is read and dropped.
+    pub fn deadline(mut self, after: std::time::Duration) -> Self {
+        self.deadline = Some(after);
+        self
     }
 
     /// Adds an argument.
