@@ -14,7 +14,9 @@
 //! their turn. A stream is busy with at most one piece, so the pieces in flight are at
 //! most the number of streams.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -65,7 +67,7 @@ pub(crate) struct Workers {
     /// Pieces from this size on go to a worker.
     min_piece: usize,
     /// Ids of the worker streams, for the counters.
-    ids: HashSet<u8>,
+    ids: FxHashSet<u8>,
     /// Where pieces are compressed.
     pool: BlockingPool,
 }
@@ -80,7 +82,7 @@ impl Workers {
             busy: 0,
             max: if streams >= 2 { streams } else { 0 },
             min_piece,
-            ids: HashSet::new(),
+            ids: FxHashSet::default(),
             pool,
         }
     }
@@ -189,7 +191,7 @@ impl Workers {
 
 /// The first piece at the head of a lane that is done, with its request.
 pub(crate) fn next_done(
-    lanes: &mut HashMap<RequestId, Lane>,
+    lanes: &mut FxHashMap<RequestId, Lane>,
 ) -> impl Future<Output = (RequestId, Result<Encoded, JobFailed>)> + '_ {
     std::future::poll_fn(move |cx| {
         for (request, lane) in lanes.iter_mut() {

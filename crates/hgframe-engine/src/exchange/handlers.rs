@@ -9,7 +9,9 @@
 //! - command data goes to its handler through a bounded queue; when the queue is full,
 //!   the piece waits in `forward` and the exchange stops reading (push back).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -70,7 +72,7 @@ pub(crate) enum Delivery {
 pub(crate) struct Handlers {
     running: FuturesUnordered<BoxFuture<'static, ()>>,
     /// Commands waiting, by request, and their order.
-    waiting: HashMap<RequestId, Waiting>,
+    waiting: FxHashMap<RequestId, Waiting>,
     order: VecDeque<RequestId>,
     waiting_bytes: usize,
     max_running: usize,
@@ -78,7 +80,7 @@ pub(crate) struct Handlers {
     /// The server's handler slots.
     slots: Arc<Semaphore>,
     /// Commands whose data is still arriving, running or waiting.
-    data: HashMap<RequestId, Sink>,
+    data: FxHashMap<RequestId, Sink>,
     data_queue: usize,
     forward: Option<Forward>,
     /// The pool handlers do blocking work on.
@@ -87,7 +89,7 @@ pub(crate) struct Handlers {
     paused: bool,
     /// How to stop each running handler (extension `cancel`), with its command's
     /// number in the exchange.
-    aborts: HashMap<RequestId, (u64, AbortHandle)>,
+    aborts: FxHashMap<RequestId, (u64, AbortHandle)>,
 }
 
 impl Handlers {
@@ -100,18 +102,18 @@ impl Handlers {
     ) -> Self {
         Self {
             running: FuturesUnordered::new(),
-            waiting: HashMap::new(),
+            waiting: FxHashMap::default(),
             order: VecDeque::new(),
             waiting_bytes: 0,
             max_running,
             max_waiting_bytes,
             slots,
-            data: HashMap::new(),
+            data: FxHashMap::default(),
             data_queue,
             forward: None,
             pool,
             paused: false,
-            aborts: HashMap::new(),
+            aborts: FxHashMap::default(),
         }
     }
 

@@ -47,7 +47,7 @@ mod handlers;
 mod pacing;
 mod timers;
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -104,14 +104,14 @@ pub(crate) struct Exchange {
     report_tx: mpsc::Sender<Report>,
     report_rx: mpsc::Receiver<Report>,
     /// Requests dispatched whose response has not ended yet.
-    open: HashSet<RequestId>,
+    open: FxHashSet<RequestId>,
     /// The latest command of each request id (its number in the exchange): reports of
     /// an earlier command with the same id are stale.
-    current: HashMap<RequestId, u64>,
+    current: FxHashMap<RequestId, u64>,
     /// Worker streams compressing large pieces.
     workers: Workers,
     /// Per request, its pieces compressing and the reports behind them, in order.
-    lanes: HashMap<RequestId, Lane>,
+    lanes: FxHashMap<RequestId, Lane>,
     /// Reports waiting in lanes.
     lane_reports: usize,
     /// Ended without a clean end (a terminal answer could not be encoded).
@@ -162,10 +162,10 @@ impl Exchange {
             counters: Counters::new(stats),
             report_tx,
             report_rx,
-            open: HashSet::new(),
-            current: HashMap::new(),
+            open: FxHashSet::default(),
+            current: FxHashMap::default(),
             workers,
-            lanes: HashMap::new(),
+            lanes: FxHashMap::default(),
             lane_reports: 0,
             aborted: false,
         }

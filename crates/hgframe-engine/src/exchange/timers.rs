@@ -47,6 +47,11 @@ pub(crate) enum Expired {
     Quiet,
 }
 
+/// The clocks are deadlines kept as plain values: progress moves a deadline, which
+/// costs a clock read. The one `Sleep` (a timer-wheel entry, whose every reset takes
+/// the runtime's timer lock) is set only while the exchange waits, and when it wakes
+/// before the deadline that moved meanwhile, it is set again. A small exchange that
+/// never waits never touches the timer wheel.
 pub(crate) struct Timers {
     idle: Option<Duration>,
     first_command: Option<Duration>,
@@ -54,12 +59,14 @@ pub(crate) struct Timers {
     min_rate: Option<u64>,
     window: Duration,
     state: Wait,
-    deadline: Pin<Box<Sleep>>,
-    armed: bool,
-    /// The rate window: when it ends, and the bytes received in it.
-    window_end: Pin<Box<Sleep>>,
-    window_armed: bool,
+    /// When the clock of `state` runs out, if one runs.
+    deadline: Option<Instant>,
+    /// When the rate window ends, while the peer owes input and a rate is set.
+    window_end: Option<Instant>,
+    /// Bytes received in the current rate window.
     window_bytes: u64,
+    /// The wheel entry behind both deadlines, made when first waited on.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Timers {
@@ -72,11 +79,10 @@ impl Timers {
             min_rate: config.min_input_rate(),
             window: config.rate_window(),
             state: Wait::Work,
-            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: false,
-            window_end: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            window_armed: false,
+            deadline: None,
+            window_end: None,
             window_bytes: 0,
+            sleep: None,
         }
     }
 
@@ -87,13 +93,12 @@ impl Timers {
             self.state = state;
             self.restart();
         }
-        match (owes_input, self.window_armed, self.min_rate) {
+        match (owes_input, self.window_end.is_some(), self.min_rate) {
             (true, false, Some(_)) => {
-                self.window_armed = true;
                 self.window_bytes = 0;
-                self.window_end.as_mut().reset(Instant::now() + self.window);
+                self.window_end = Some(Instant::now() + self.window);
             }
-            (false, true, _) => self.window_armed = false,
+            (false, true, _) => self.window_end = None,
             _ => {}
         }
     }
@@ -120,58 +125,51 @@ impl Timers {
             Wait::FirstCommand => self.first_command,
             Wait::Quiet => self.quiet,
         };
-        self.armed = limit.is_some();
-        if let Some(limit) = limit {
-            self.deadline.as_mut().reset(Instant::now() + limit);
-        }
+        self.deadline = limit.map(|limit| Instant::now() + limit);
     }
 
     /// Completes when a clock runs out.
     pub(crate) async fn expired(&mut self) -> Expired {
-        let Self {
-            state,
-            deadline,
-            armed,
-            window_end,
-            window_armed,
-            window_bytes,
-            min_rate,
-            window,
-            ..
-        } = self;
         loop {
-            let window_ends = async {
-                if *window_armed {
-                    window_end.as_mut().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
+            let next = match (self.deadline, self.window_end) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => std::future::pending().await,
             };
-            let deadline_passes = async {
-                if *armed {
-                    deadline.as_mut().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
+            let sleep = match &mut self.sleep {
+                Some(sleep) => sleep,
+                none => none.insert(Box::pin(tokio::time::sleep_until(next))),
             };
-            tokio::select! {
-                () = deadline_passes => {
-                    *armed = false;
-                    return match state {
-                        Wait::Peer | Wait::Work => Expired::Idle,
-                        Wait::FirstCommand | Wait::Quiet => Expired::Quiet,
-                    };
+            // A wheel entry set later than the next deadline would wake too late; one set
+            // earlier only wakes early, and is set again below.
+            if sleep.deadline() > next {
+                sleep.as_mut().reset(next);
+            }
+            sleep.as_mut().await;
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| d <= now) {
+                self.deadline = None;
+                return match self.state {
+                    Wait::Peer | Wait::Work => Expired::Idle,
+                    Wait::FirstCommand | Wait::Quiet => Expired::Quiet,
+                };
+            }
+            if self.window_end.is_some_and(|w| w <= now) {
+                let rate = u128::from(self.min_rate.unwrap_or(0));
+                let needed = rate * self.window.as_millis() / 1000;
+                if u128::from(self.window_bytes) < needed {
+                    self.window_end = None;
+                    return Expired::TooSlow;
                 }
-                () = window_ends => {
-                    let rate = u128::from(min_rate.unwrap_or(0));
-                    let needed = rate * window.as_millis() / 1000;
-                    if u128::from(*window_bytes) < needed {
-                        *window_armed = false;
-                        return Expired::TooSlow;
-                    }
-                    // Fast enough: a new window starts.
-                    *window_bytes = 0;
-                    window_end.as_mut().reset(Instant::now() + *window);
+                // Fast enough: a new window starts.
+                self.window_bytes = 0;
+                self.window_end = Some(now + self.window);
+            }
+            // Woken before a deadline that moved on: wait for the next one.
+            if let Some(sleep) = &mut self.sleep {
+                let next = [self.deadline, self.window_end].into_iter().flatten().min();
+                if let Some(next) = next {
+                    sleep.as_mut().reset(next);
                 }
             }
         }

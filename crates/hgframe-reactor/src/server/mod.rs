@@ -9,7 +9,9 @@ mod offthread;
 mod output;
 mod request;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -69,9 +71,9 @@ pub struct ServerReactor {
     outgoing: Option<OutgoingStream>,
     /// Streams handed to the driver ([`ServerReactor::open_output_stream`]) and not yet
     /// given back.
-    driver_streams: HashSet<StreamId>,
+    driver_streams: FxHashSet<StreamId>,
     /// Every request from its first frame to its last response frame's transmission.
-    requests: HashMap<RequestId, RequestState>,
+    requests: FxHashMap<RequestId, RequestState>,
     /// Bytes held for commands not yet dispatched.
     budget: Budget,
     output: OutputQueue,
@@ -97,8 +99,8 @@ impl ServerReactor {
             encoding,
             stream_ids: StreamIdAllocator::new(Side::Server),
             outgoing: None,
-            driver_streams: HashSet::new(),
-            requests: HashMap::new(),
+            driver_streams: FxHashSet::default(),
+            requests: FxHashMap::default(),
             budget: Budget::new(config.max_buffered_data()),
             output: OutputQueue::new(config.defer_output()),
             errored: false,
