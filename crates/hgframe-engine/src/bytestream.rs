@@ -57,6 +57,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
+use crate::caller::Caller;
 use crate::client::driver::Input;
 use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
 use crate::error::Error;
@@ -84,12 +85,36 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_connection_as(
+        reader,
+        writer,
+        server,
+        Caller::new(Transport::ByteStream),
+        stop,
+    )
+    .await
+}
+
+/// [`serve_connection`] for a known `caller` (its peer address, or a principal that
+/// the transport authenticated, as a TLS client certificate or an SSH login would).
+pub async fn serve_connection_as<R, W, F>(
+    reader: R,
+    writer: W,
+    server: &Server,
+    caller: Caller,
+    stop: F,
+) -> ExchangeStats
+where
+    R: AsyncRead + Send + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let reactor = server.new_reactor(true, &[]);
     let input = stop_reading_on(server.frames(reader), stop);
     let running = server.start(
         reactor,
         Scope::Connection,
-        Transport::ByteStream,
+        caller,
         input,
         tracing::info_span!("hgframe.connection"),
     );
@@ -155,7 +180,8 @@ where
                 let stop = async move {
                     let _ = stop.wait_for(|stopping| *stopping).await;
                 };
-                let stats = serve_connection(reader, writer, &server, stop).await;
+                let caller = Caller::new(Transport::ByteStream).with_peer(peer);
+                let stats = serve_connection_as(reader, writer, &server, caller, stop).await;
                 tracing::debug!(?stats.outcome, commands = stats.commands, "connection ended");
                 drop(permit);
             }

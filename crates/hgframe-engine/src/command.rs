@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::admission::BlockingPool;
+use crate::caller::Caller;
 use crate::error::Error;
 
 /// Names the transports use themselves, which applications cannot register.
@@ -206,6 +207,45 @@ impl Registry {
         Ok(self)
     }
 
+    /// Adds (or replaces) a command whose handler gets `state` (a clone of it per call,
+    /// so make it cheap to clone: an `Arc`, a pool handle) as its first argument, as
+    /// axum's `State`: no clone dance in the handler. Fails as [`Self::register`] does.
+    ///
+    /// ```
+    /// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+    /// use hgframe_engine::{CommandInput, Permission, Registry, Responder, State};
+    ///
+    /// async fn count(
+    ///     State(calls): State<Arc<AtomicU64>>,
+    ///     _: CommandInput,
+    ///     out: Responder,
+    /// ) -> Result<(), hgframe_engine::CommandError> {
+    ///     let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+    ///     out.finish(n.to_string()).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// let mut registry = Registry::new();
+    /// registry.register_with_state("count", Permission::ReadOnly, Arc::new(AtomicU64::new(0)), count)?;
+    /// # Ok::<(), hgframe_engine::Error>(())
+    /// ```
+    pub fn register_with_state<S, F, Fut>(
+        &mut self,
+        name: &str,
+        permission: Permission,
+        state: S,
+        handler: F,
+    ) -> Result<&mut Self, Error>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(State<S>, CommandInput, Responder) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CommandError>> + Send + 'static,
+    {
+        self.register(name, permission, move |input, out| {
+            handler(State(state.clone()), input, out)
+        })
+    }
+
     /// The command of that name.
     pub fn get(&self, name: &[u8]) -> Option<&Command> {
         self.commands.get(name)
@@ -219,6 +259,10 @@ impl Registry {
     }
 }
 
+/// State shared by the calls of a command ([`Registry::register_with_state`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<S>(pub S);
+
 /// What a handler is asked: the command's name, its arguments, and its data.
 #[derive(Debug)]
 pub struct CommandInput {
@@ -226,6 +270,7 @@ pub struct CommandInput {
     args: BTreeMap<Bytes, Bytes>,
     data: Option<DataReader>,
     pool: BlockingPool,
+    caller: Arc<Caller>,
 }
 
 impl CommandInput {
@@ -234,13 +279,21 @@ impl CommandInput {
         args: BTreeMap<Bytes, Bytes>,
         data: Option<DataReader>,
         pool: BlockingPool,
+        caller: Arc<Caller>,
     ) -> Self {
         Self {
             name,
             args,
             data,
             pool,
+            caller,
         }
+    }
+
+    /// Who calls: the transport, the peer's address, the HTTP request's headers and
+    /// extensions, and the principal an authentication layer set.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 
     /// The server's pool for blocking work (file I/O, heavy computation): bounded by

@@ -66,6 +66,7 @@
 
 mod admission;
 pub mod bytestream;
+mod caller;
 mod client;
 mod command;
 mod config;
@@ -77,13 +78,14 @@ mod server;
 mod stats;
 
 pub use admission::{BlockingPool, Charge, JobFailed, MemoryBudget};
+pub use caller::{Caller, PeerAddr, Principal};
 pub use client::{
     Batch, BatchEvent, Call, CallData, ClientOptions, Response, ResponseEvent, ResponseStream,
     DEFAULT_PREFIX, MEDIA_TYPE,
 };
 pub use command::{
     Command, CommandError, CommandInput, DataReader, Disconnected, Handler, Permission, Registry,
-    Responder, RESERVED_NAMES,
+    Responder, State, RESERVED_NAMES,
 };
 pub use config::{
     ConfigError, EngineConfig, ExchangeObserver, MAX_PROGRESS_INTERVAL, MIN_PROGRESS_INTERVAL,

@@ -13,11 +13,12 @@ use tokio_util::codec::FramedRead;
 use tracing::Instrument;
 
 use crate::admission::{BlockingPool, MemoryBudget};
+use crate::caller::Caller;
 use crate::command::Registry;
 use crate::config::{ConfigError, EngineConfig};
 use crate::exchange::{Exchange, Scope};
 use crate::output::{FrameInput, OutputChunk};
-use crate::stats::{ExchangeStats, Transport};
+use crate::stats::ExchangeStats;
 
 /// Whether an exchange may answer before its input has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,16 +174,17 @@ impl Server {
     }
 
     /// Starts an exchange on a task of its own: it reads `input` and answers with
-    /// `reactor` (from [`Self::new_reactor`]), running the commands `scope` allows.
+    /// `reactor` (from [`Self::new_reactor`]), running the commands `scope` allows for
+    /// `caller` (whom its handlers see).
     pub fn start(
         &self,
         reactor: ServerReactor,
         scope: Scope,
-        transport: Transport,
+        caller: Caller,
         input: FrameInput,
         span: tracing::Span,
     ) -> Running {
-        let (run, output) = self.prepare(reactor, scope, transport, input, span);
+        let (run, output) = self.prepare(reactor, scope, caller, input, span);
         Running {
             output,
             done: tokio::spawn(run),
@@ -198,7 +200,7 @@ impl Server {
         &self,
         reactor: ServerReactor,
         scope: Scope,
-        transport: Transport,
+        caller: Caller,
         input: FrameInput,
         span: tracing::Span,
     ) -> (ExchangeFuture, mpsc::Receiver<OutputChunk>) {
@@ -210,7 +212,8 @@ impl Server {
             Arc::clone(&self.shared.config),
             self.shared.resources.clone(),
             scope,
-            ExchangeStats::new(transport, full_duplex),
+            ExchangeStats::new(caller.transport(), full_duplex),
+            Arc::new(caller),
         );
         (Box::pin(exchange.run(input, tx).instrument(span)), rx)
     }

@@ -84,7 +84,7 @@ impl Exchange {
         let running = server.start(
             reactor,
             Scope::Connection,
-            Transport::ByteStream,
+            hgframe_engine::Caller::new(Transport::ByteStream),
             input,
             tracing::Span::none(),
         );

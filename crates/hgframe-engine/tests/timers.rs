@@ -48,7 +48,7 @@ async fn ends(
     let mut running = server.start(
         reactor,
         scope,
-        Transport::ByteStream,
+        hgframe_engine::Caller::new(Transport::ByteStream),
         input,
         tracing::Span::none(),
     );

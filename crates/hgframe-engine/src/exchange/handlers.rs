@@ -22,6 +22,7 @@ use hgframe_wire::RequestId;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::BlockingPool;
+use crate::caller::Caller;
 use crate::command::{
     CommandError, CommandInput, DataPiece, DataReader, Handler, Report, Responder,
 };
@@ -85,6 +86,8 @@ pub(crate) struct Handlers {
     forward: Option<Forward>,
     /// The pool handlers do blocking work on.
     pool: BlockingPool,
+    /// Whom every handler of the exchange answers.
+    caller: Arc<Caller>,
     /// No new handler starts (the exchange holds all it may).
     paused: bool,
     /// How to stop each running handler (extension `cancel`), with its command's
@@ -99,6 +102,7 @@ impl Handlers {
         slots: Arc<Semaphore>,
         data_queue: usize,
         pool: BlockingPool,
+        caller: Arc<Caller>,
     ) -> Self {
         Self {
             running: FuturesUnordered::new(),
@@ -112,6 +116,7 @@ impl Handlers {
             data_queue,
             forward: None,
             pool,
+            caller,
             paused: false,
             aborts: FxHashMap::default(),
         }
@@ -225,7 +230,13 @@ impl Handlers {
         } else {
             None
         };
-        let input = CommandInput::new(next.name, next.args, data, self.pool.clone());
+        let input = CommandInput::new(
+            next.name,
+            next.args,
+            data,
+            self.pool.clone(),
+            Arc::clone(&self.caller),
+        );
         let (handler, out, reports) = (next.handler, next.out, next.reports);
         let gen = out.gen();
         let (abort, registration) = AbortHandle::new_pair();

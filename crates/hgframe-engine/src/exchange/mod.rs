@@ -64,6 +64,7 @@ use self::counters::Counters;
 use self::handlers::{Delivery, Handlers};
 use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
 use self::timers::{Expired, Timers, Wait};
+use crate::caller::Caller;
 use crate::command::{Permission, ProgressGate, Registry, Report, Responder};
 use crate::config::EngineConfig;
 use crate::offload::{next_done, Encoded, Lane, Step, Workers};
@@ -126,6 +127,7 @@ impl Exchange {
         resources: Resources,
         scope: Scope,
         stats: ExchangeStats,
+        caller: Arc<Caller>,
     ) -> Self {
         let (report_tx, report_rx) = mpsc::channel(config.report_queue());
         let timers = Timers::new(&config);
@@ -136,6 +138,7 @@ impl Exchange {
             Arc::clone(&resources.handlers),
             config.data_queue(),
             resources.blocking.clone(),
+            caller,
         );
         let pacing = Pacing::new(
             config.transmit_chunk(),

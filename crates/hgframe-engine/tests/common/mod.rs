@@ -99,7 +99,8 @@ pub async fn run(
         Transport::Http1
     };
     let reactor = server.new_reactor(full_duplex, &[]);
-    let mut running = server.start(reactor, scope, transport, input, tracing::Span::none());
+    let caller = hgframe_engine::Caller::new(transport);
+    let mut running = server.start(reactor, scope, caller, input, tracing::Span::none());
     let mut out = BytesMut::new();
     while let Some(chunk) = running.output.recv().await {
         match chunk {

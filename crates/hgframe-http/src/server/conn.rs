@@ -22,6 +22,7 @@
 //! Every connection with nothing in flight is listed (oldest idle first) in [`Idle`], so
 //! that the accept loop can close the longest-idle one when the server is full.
 
+use hgframe_engine::PeerAddr;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -192,6 +193,7 @@ pub(crate) async fn run<S, B>(
     }
 
     let (counter, mut in_flight) = watch::channel(Counts::default());
+    let peer = stream.peer_addr().ok();
     let draining = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let stream = CountingIo {
@@ -202,6 +204,7 @@ pub(crate) async fn run<S, B>(
         inner: service,
         in_flight: Arc::new(counter),
         draining: Arc::clone(&draining),
+        peer,
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
@@ -382,6 +385,8 @@ struct Tracked<S> {
     in_flight: Arc<watch::Sender<Counts>>,
     /// Set when the connection drains: new requests are refused.
     draining: Arc<AtomicBool>,
+    /// The peer's address, given to every request as a [`PeerAddr`] extension.
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// The requests of one connection.
@@ -404,7 +409,10 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
         if self.draining.load(Ordering::Acquire) {
             // The request crossed the close (an h2 stream opened before the peer saw
             // the GOAWAY): refused unrun, so the client may safely retry it elsewhere.

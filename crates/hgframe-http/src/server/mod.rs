@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use hgframe_engine::{ConfigError, Duplex, Error, Registry, Scope, Server, Transport};
+use hgframe_engine::{Caller, ConfigError, Duplex, Error, Registry, Scope, Server, Transport};
 use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_stream::parse_accept_list;
 use http::{header, Request, Response, StatusCode, Version};
@@ -187,10 +187,13 @@ impl HgFrameService {
             command: only,
         };
         let input = server.frames(body_reader(body));
+        let caller = Caller::new(transport)
+            .with_headers(parts.headers)
+            .with_extensions(parts.extensions);
         let body = if full_duplex {
-            FrameBody::running(server.start(reactor, scope, transport, input, span))
+            FrameBody::running(server.start(reactor, scope, caller, input, span))
         } else {
-            let (run, output) = server.prepare(reactor, scope, transport, input, span);
+            let (run, output) = server.prepare(reactor, scope, caller, input, span);
             FrameBody::half_duplex(run, output).await
         };
         let mut response = Response::builder()
