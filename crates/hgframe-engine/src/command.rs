@@ -443,6 +443,8 @@ pub(crate) enum Report {
         gen: u64,
         progress: Progress,
     },
+    /// The rest of the response's data goes raw, on a stream of its own.
+    Sensitive { request: RequestId, gen: u64 },
     /// The handler returned (or panicked, reported by the exchange itself).
     Finished {
         request: RequestId,
@@ -458,6 +460,7 @@ impl Report {
             Self::Data { request, .. }
             | Self::Text { request, .. }
             | Self::Progress { request, .. }
+            | Self::Sensitive { request, .. }
             | Self::Finished { request, .. } => *request,
         }
     }
@@ -469,6 +472,7 @@ impl Report {
             Self::Data { gen, .. }
             | Self::Text { gen, .. }
             | Self::Progress { gen, .. }
+            | Self::Sensitive { gen, .. }
             | Self::Finished { gen, .. } => *gen,
         }
     }
@@ -477,7 +481,7 @@ impl Report {
     pub(crate) fn ends_response(&self) -> bool {
         match self {
             Self::Data { eos, .. } => *eos,
-            Self::Text { .. } | Self::Progress { .. } => false,
+            Self::Text { .. } | Self::Progress { .. } | Self::Sensitive { .. } => false,
             Self::Finished { .. } => true,
         }
     }
@@ -578,6 +582,24 @@ impl Responder {
     /// Sends the last response bytes (possibly none) and ends the response.
     pub async fn finish(mut self, data: impl Into<Bytes>) -> Result<(), Disconnected> {
         self.send_data(data.into(), true).await
+    }
+
+    /// Marks the rest of the response's data sensitive (a secret, or data that mixes a
+    /// secret with what someone else controls): it then travels raw, on a stream of its
+    /// own in the `identity` encoding, and never enters the compression context that
+    /// other responses share (CRIME and BREACH; docs/engine.md, "Who calls"). Call it
+    /// before writing the data it protects. Costs that data's compression.
+    pub async fn set_sensitive(&mut self) -> Result<(), Disconnected> {
+        if self.finished {
+            return Ok(());
+        }
+        self.tx
+            .send(Report::Sensitive {
+                request: self.request,
+                gen: self.gen,
+            })
+            .await
+            .map_err(|_| Disconnected)
     }
 
     /// Sends text output (all atoms go in one `text-output` frame, so they must fit in

@@ -115,6 +115,9 @@ pub(crate) struct Exchange {
     lanes: FxHashMap<RequestId, Lane>,
     /// Reports waiting in lanes.
     lane_reports: usize,
+    /// Requests whose response data goes raw ([`Responder::set_sensitive`]): never to
+    /// a worker stream, whose context is shared.
+    sensitive: FxHashSet<RequestId>,
     /// Ended without a clean end (a terminal answer could not be encoded).
     aborted: bool,
 }
@@ -170,6 +173,7 @@ impl Exchange {
             workers,
             lanes: FxHashMap::default(),
             lane_reports: 0,
+            sensitive: FxHashSet::default(),
             aborted: false,
         }
     }
@@ -498,6 +502,8 @@ impl Exchange {
         let gen = self.counters.stats.commands;
         self.current.insert(request, gen);
         self.open.insert(request);
+        // A reused id starts over: sensitive only if this command says so.
+        self.sensitive.remove(&request);
         if matches!(self.scope, Scope::Connection) && cmd.name.as_ref() == b"hello" {
             self.hello(cmd);
             return;
@@ -591,27 +597,32 @@ impl Exchange {
             return;
         }
         let request = report.request();
+        if let Report::Sensitive { .. } = report {
+            self.sensitive.insert(request);
+        }
         let report = match report {
             Report::Data {
                 request,
                 gen,
                 data,
                 eos,
-            } => match self.workers.start(&mut self.reactor, request, data, eos) {
-                Ok(piece) => {
-                    if eos {
-                        self.open.remove(&request);
+            } if !self.sensitive.contains(&request) => {
+                match self.workers.start(&mut self.reactor, request, data, eos) {
+                    Ok(piece) => {
+                        if eos {
+                            self.open.remove(&request);
+                        }
+                        self.lanes.entry(request).or_default().push_back(piece);
+                        return;
                     }
-                    self.lanes.entry(request).or_default().push_back(piece);
-                    return;
+                    Err(data) => Report::Data {
+                        request,
+                        gen,
+                        data,
+                        eos,
+                    },
                 }
-                Err(data) => Report::Data {
-                    request,
-                    gen,
-                    data,
-                    eos,
-                },
-            },
+            }
             other => other,
         };
         if report.ends_response() {
@@ -665,6 +676,13 @@ impl Exchange {
                 // Only a client that accepted progress gets a gate, so this is accepted;
                 // a report is not worth failing a command over.
                 let _ = self.try_feed(request, |r| r.on_progress(request, &progress));
+            }
+            // Without a raw stream, the response fails rather than sends its secret in a
+            // shared context.
+            Report::Sensitive { request, .. } => {
+                self.feed(request, |r| {
+                    r.set_sensitive(request).map(|()| ServerAction::Noop)
+                });
             }
             Report::Finished {
                 request, result, ..

@@ -8,11 +8,12 @@ mod extension;
 mod offthread;
 mod output;
 mod request;
+mod sensitive;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hgframe_stream::{
@@ -72,6 +73,8 @@ pub struct ServerReactor {
     /// Streams handed to the driver ([`ServerReactor::open_output_stream`]) and not yet
     /// given back.
     driver_streams: FxHashSet<StreamId>,
+    /// Raw streams of the responses marked sensitive, while under way.
+    sensitive: FxHashMap<RequestId, OutgoingStream>,
     /// Every request from its first frame to its last response frame's transmission.
     requests: FxHashMap<RequestId, RequestState>,
     /// Bytes held for commands not yet dispatched.
@@ -100,6 +103,7 @@ impl ServerReactor {
             stream_ids: StreamIdAllocator::new(Side::Server),
             outgoing: None,
             driver_streams: FxHashSet::default(),
+            sensitive: FxHashMap::default(),
             requests: FxHashMap::default(),
             budget: Budget::new(config.max_buffered_data()),
             output: OutputQueue::new(config.defer_output()),
@@ -200,7 +204,7 @@ impl ServerReactor {
         self.check_running(request)?;
         let mut frames = Vec::new();
         if !data.is_empty() || eos {
-            self.stream()?
+            self.data_stream(request)?
                 .push_data(request, FrameType::BytesResponse, data, eos, &mut frames)
                 .map_err(ReactorError::Encode)?;
         }
@@ -612,7 +616,10 @@ impl ServerReactor {
     }
 
     /// Queues a response's frames; `last` when they end it.
-    fn respond(&mut self, request: RequestId, frames: Vec<Frame>, last: bool) {
+    fn respond(&mut self, request: RequestId, mut frames: Vec<Frame>, last: bool) {
+        if last {
+            self.end_sensitive(request, &mut frames);
+        }
         if !last {
             self.output.push_all(frames, None);
             return;

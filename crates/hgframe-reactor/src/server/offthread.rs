@@ -28,7 +28,7 @@ use crate::action::ServerAction;
 use crate::error::ReactorError;
 
 /// Number of stream ids a server has (the even ones).
-const SERVER_STREAM_IDS: usize = 128;
+pub(super) const SERVER_STREAM_IDS: usize = 128;
 
 impl ServerReactor {
     /// A new server stream for the driver to encode response data on, off the reactor's
