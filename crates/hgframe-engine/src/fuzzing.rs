@@ -55,7 +55,14 @@ pub fn quiet_planned_panics() {
 }
 
 /// Handler invocations, by request id, in order.
-type Invocations = Arc<Mutex<Vec<u16>>>;
+pub type Invocations = Arc<Mutex<Vec<u16>>>;
+
+/// The request ids of the handlers started so far, in order.
+pub fn invoked(log: &Invocations) -> Vec<u16> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
 
 fn record(log: &Invocations, out: &Responder) {
     let mut log = log
@@ -66,8 +73,9 @@ fn record(log: &Invocations, out: &Responder) {
 
 /// The commands: `echo` (its data back), `fail` (an error), `panic` (a panic),
 /// `stream` (argument `n`: n pieces of 4 KiB with progress, 300 ms apart), `slow`
-/// (answers after 45 s), `text` (a text-output answer).
-fn registry(log: &Invocations) -> Result<Registry, String> {
+/// (answers after 45 s), `text` (a text-output answer). Each records its request id in
+/// `log` when it starts.
+pub fn registry(log: &Invocations) -> Result<Registry, String> {
     let mut r = Registry::new();
     let bad = |e: crate::Error| e.to_string();
     let l = Arc::clone(log);
@@ -373,15 +381,14 @@ async fn serve_one(client: Client, cut: u8, input: &[u8]) -> Check {
     let Some(output) = output else {
         return Ok(());
     };
-    let invoked = log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    check_output(input, &output, &stats, &invoked)
+    check_output(input, &output, &stats, &invoked(&log))
 }
 
-/// What the client read: valid frames on valid streams, and the terminal answers.
-fn check_output(input: &[u8], output: &[u8], stats: &ExchangeStats, invoked: &[u16]) -> Check {
+/// What the client read (`output`) in answer to `input` (the frames it sent): valid
+/// frames on valid streams (cut short only if the server aborted), and, when the
+/// exchange completed, a terminal answer for every handler started (`invoked`) and no
+/// more terminal answers for an id than commands started with it.
+pub fn check_output(input: &[u8], output: &[u8], stats: &ExchangeStats, invoked: &[u16]) -> Check {
     let mut incoming = IncomingStreams::new(Side::Client, Profiles::default(), {
         let mut limits = DecodeLimits::default();
         limits.max_decoding_streams(64);
