@@ -112,7 +112,7 @@ impl Client {
 /// - raw: `data[2..]` is what the client writes on the connection (HTTP/1.1 text or an
 ///   h2c preface and frames), reading all the server writes; after a virtual 10
 ///   minutes it closes;
-/// - structured: `data[2]` picks the path (`& 7`, of [`PATHS`]), and bits 3 to 7: a
+/// - structured: `data[2]` picks the path (`& 7`, of `PATHS`), and bits 3 to 7: a
 ///   wrong `Content-Type`, no `Accept`, `HgFrame-Encodings: zstd-8mb, identity`,
 ///   `HgFrame-Extensions: cancel, progress`, method GET; `data[3..]` is the body (the
 ///   frames of the exchange), streamed in pieces. Commands as in
