@@ -259,6 +259,8 @@ pub(crate) fn write_seeds() -> Result<()> {
         hgframe_wire::fuzzing::seeds(),
         hgframe_stream::fuzzing::seeds(),
         hgframe_reactor::fuzzing::seeds(),
+        hgframe_engine::fuzzing::seeds(),
+        hgframe_http::fuzzing::seeds(),
     ] {
         seeds.extend(part.map_err(anyhow::Error::msg)?);
     }

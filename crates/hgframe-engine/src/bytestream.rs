@@ -47,12 +47,20 @@
 //! The client half-closes (end of its input for the server) when it has nothing more to
 //! send; the server then finishes the responses in flight and closes. A server that
 //! shuts down does the same as if the client had half-closed.
+//!
+//! A client that stops reading while the server has output for it (or never reads at
+//! all) is dropped once it has taken nothing for [`EngineConfig::idle_timeout`]
+//! (`Outcome::TimedOut`): the server's writes to it give up too, so the connection ends
+//! and frees its slot.
+//!
+//! [`EngineConfig::idle_timeout`]: crate::EngineConfig::idle_timeout
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
@@ -62,7 +70,7 @@ use crate::client::driver::Input;
 use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
 use crate::error::Error;
 use crate::exchange::Scope;
-use crate::output::{write_all_chunks, FrameInput};
+use crate::output::{write_all_chunks, FrameInput, OutputChunk};
 use crate::server::Server;
 use crate::stats::{ExchangeStats, Outcome, Transport};
 use hgframe_wire::extension::Extensions;
@@ -118,8 +126,14 @@ where
         input,
         tracing::info_span!("hgframe.connection"),
     );
-    write_all_chunks(running.output, writer).await;
+    let stalled =
+        !write_chunks_or_give_up(running.output, writer, server.config().idle_timeout()).await;
     match running.done.await {
+        // The exchange only saw its output closed; the reason is the stall.
+        Ok(mut stats) if stalled && stats.outcome == Outcome::ClientGone => {
+            stats.outcome = Outcome::TimedOut;
+            stats
+        }
         Ok(stats) => stats,
         Err(e) => {
             let mut stats = ExchangeStats::new(Transport::ByteStream, true);
@@ -127,6 +141,54 @@ where
             stats
         }
     }
+}
+
+/// Writes every chunk as [`write_all_chunks`] does, but gives up when the peer takes
+/// nothing for `stall` (the idle timeout): a client that stops reading, or never reads,
+/// would otherwise hold the write, and so the connection, forever (the exchange's own
+/// clock ends the exchange, but cannot end a write already under way). Each write that
+/// moves any byte restarts the clock, so a slow reader is not a stalled one. Giving up
+/// drops `rx`, which tells the exchange the peer is gone. Returns `false` if it gave up
+/// on a stall (not when the peer went away).
+async fn write_chunks_or_give_up<W>(
+    mut rx: mpsc::Receiver<OutputChunk>,
+    mut writer: W,
+    stall: Option<Duration>,
+) -> bool
+where
+    W: AsyncWrite + Unpin,
+{
+    let Some(limit) = stall else {
+        write_all_chunks(rx, writer).await;
+        return true;
+    };
+    while let Some(chunk) = rx.recv().await {
+        let Ok(chunk) = chunk else { break };
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            match tokio::time::timeout(limit, writer.write(rest)).await {
+                Ok(Ok(n)) if n > 0 => rest = rest.get(n..).unwrap_or_default(),
+                // The peer is gone; dropping `rx` tells the exchange.
+                Ok(_) => return true,
+                Err(_) => {
+                    tracing::debug!(
+                        ?limit,
+                        "the peer took no output for the idle timeout; connection dropped"
+                    );
+                    return false;
+                }
+            }
+        }
+        if rx.is_empty() {
+            match tokio::time::timeout(limit, writer.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+    let _ = tokio::time::timeout(limit, writer.shutdown()).await;
+    true
 }
 
 /// Frames from `input` until `stop` completes, then the end of input.
@@ -167,7 +229,7 @@ where
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };

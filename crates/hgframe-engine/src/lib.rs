@@ -72,6 +72,8 @@ mod command;
 mod config;
 mod error;
 mod exchange;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod offload;
 mod output;
 mod server;

@@ -41,6 +41,8 @@
 mod body;
 mod client;
 mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod server;
 
 pub use body::FrameBody;

@@ -88,6 +88,26 @@ pub enum StreamError {
         /// The cap ([`crate::DecodeLimits::max_decoded_frame_len`]).
         limit: usize,
     },
+    /// A stream decoded to more than [`crate::DecodeLimits::max_expansion_ratio`] times
+    /// the encoded bytes it sent, beyond [`crate::DecodeLimits::expansion_allowance`]:
+    /// a compression bomb.
+    #[error(
+        "stream {id}: decodes to more than {ratio} times its encoded size beyond an \
+         allowance of {allowance} bytes (a compression bomb?): {wire} encoded bytes, \
+         {decoded} decoded before this frame"
+    )]
+    ExpansionTooLarge {
+        /// The stream.
+        id: StreamId,
+        /// The ratio ([`crate::DecodeLimits::max_expansion_ratio`]).
+        ratio: u32,
+        /// The allowance ([`crate::DecodeLimits::expansion_allowance`]).
+        allowance: usize,
+        /// Encoded payload bytes the stream sent, the failing frame's included.
+        wire: u64,
+        /// Bytes it decoded to before the failing frame.
+        decoded: u64,
+    },
     /// An encoded payload that does not decode (corrupt data, or a window larger than
     /// the profile allows).
     #[error("stream {id}: cannot decode frame payload: {source}")]
@@ -175,6 +195,7 @@ impl StreamError {
                 | Self::UnknownProfile { .. }
                 | Self::BadProfileParameters { .. }
                 | Self::DecodedTooLarge { .. }
+                | Self::ExpansionTooLarge { .. }
                 | Self::Corrupt { .. }
                 | Self::TooManyDecodingStreams { .. }
         )
@@ -192,6 +213,7 @@ impl StreamError {
             | Self::EncodedBeforeSettings { id }
             | Self::BadProfileParameters { id, .. }
             | Self::DecodedTooLarge { id, .. }
+            | Self::ExpansionTooLarge { id, .. }
             | Self::Corrupt { id, .. }
             | Self::NotOwnStream { id, .. }
             | Self::NotDataFrameType { id, .. }

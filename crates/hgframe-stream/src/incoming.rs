@@ -19,6 +19,17 @@ use crate::error::StreamError;
 use crate::id::Side;
 
 /// Bounds on what decoding the peer's streams may cost.
+///
+/// Check limits set by hand with [`DecodeLimits::validate`].
+///
+/// ```
+/// use hgframe_stream::DecodeLimits;
+/// let mut limits = DecodeLimits::default();
+/// limits.max_expansion_ratio(100).expansion_allowance(64 << 10);
+/// assert!(limits.validate().is_ok());
+/// limits.max_expansion_ratio(0);
+/// assert_eq!(limits.validate().unwrap_err().setting(), "max_expansion_ratio");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// The most bytes one frame's payload may decode to (default 1 MiB, at most
@@ -28,6 +39,15 @@ pub struct DecodeLimits {
     /// The most streams with a live decoding context at once (default 16): each may
     /// hold a window of up to 8 MiB.
     pub max_decoding_streams: usize,
+    /// The most bytes a stream may decode to per byte of encoded payload it sent,
+    /// counted over the stream's life beyond [`Self::expansion_allowance`] (default
+    /// 1000, at least 1). So a compression bomb costs its sender: 43 KB of zstd decode
+    /// to at most 1 MiB + 43 MB, not 1 GB. Data more compressible than this (long runs
+    /// of one byte) must be sent with a lighter encoding.
+    pub max_expansion_ratio: u32,
+    /// Bytes a stream may decode to before [`Self::max_expansion_ratio`] applies
+    /// (default 1 MiB), so small, very compressible messages always pass.
+    pub expansion_allowance: usize,
 }
 
 impl Default for DecodeLimits {
@@ -35,7 +55,24 @@ impl Default for DecodeLimits {
         Self {
             max_decoded_frame_len: 1 << 20,
             max_decoding_streams: 16,
+            max_expansion_ratio: 1000,
+            expansion_allowance: 1 << 20,
         }
+    }
+}
+
+/// A [`DecodeLimits`] setting out of its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("decode limit {setting}: {reason}")]
+pub struct DecodeLimitsError {
+    setting: &'static str,
+    reason: &'static str,
+}
+
+impl DecodeLimitsError {
+    /// The setting's name (the field of [`DecodeLimits`]).
+    pub fn setting(&self) -> &'static str {
+        self.setting
     }
 }
 
@@ -51,6 +88,46 @@ impl DecodeLimits {
         self.max_decoding_streams = n;
         self
     }
+
+    /// Sets [`DecodeLimits::max_expansion_ratio`].
+    pub fn max_expansion_ratio(&mut self, ratio: u32) -> &mut Self {
+        self.max_expansion_ratio = ratio;
+        self
+    }
+
+    /// Sets [`DecodeLimits::expansion_allowance`].
+    pub fn expansion_allowance(&mut self, bytes: usize) -> &mut Self {
+        self.expansion_allowance = bytes;
+        self
+    }
+
+    /// Checks every limit is in its range: a decoded frame of at least one byte, at
+    /// least one decoding stream, a ratio of at least 1 (identity's).
+    pub fn validate(&self) -> Result<(), DecodeLimitsError> {
+        let err = |setting, reason| Err(DecodeLimitsError { setting, reason });
+        if self.max_decoded_frame_len == 0 {
+            return err("max_decoded_frame_len", "must be at least 1 byte");
+        }
+        if self.max_decoding_streams == 0 {
+            return err("max_decoding_streams", "must be at least 1");
+        }
+        if self.max_expansion_ratio == 0 {
+            return err(
+                "max_expansion_ratio",
+                "must be at least 1 (identity decodes to as many bytes as it sends)",
+            );
+        }
+        Ok(())
+    }
+
+    /// What a stream that sent `wire` encoded bytes and decoded `decoded` may still
+    /// decode to.
+    fn expansion_left(&self, wire: u64, decoded: u64) -> u64 {
+        let allowed = u64::from(self.max_expansion_ratio)
+            .saturating_mul(wire)
+            .saturating_add(self.expansion_allowance as u64);
+        allowed.saturating_sub(decoded)
+    }
 }
 
 /// One open incoming stream.
@@ -62,6 +139,10 @@ struct IncomingStream {
     /// Whether the context counts against [`DecodeLimits::max_decoding_streams`]
     /// (every profile but identity).
     counted: bool,
+    /// Encoded payload bytes received, and what they decoded to, for
+    /// [`DecodeLimits::max_expansion_ratio`].
+    wire: u64,
+    decoded: u64,
 }
 
 /// All streams the peer opens towards us.
@@ -199,6 +280,8 @@ impl IncomingStreams {
                     has_settings: false,
                     decoder: None,
                     counted: false,
+                    wire: 0,
+                    decoded: 0,
                 },
             );
         }
@@ -257,6 +340,8 @@ impl IncomingStreams {
                 has_settings: true,
                 decoder: Some(decoder),
                 counted: false,
+                wire: 0,
+                decoded: 0,
             });
         }
         if self.decoding >= self.limits.max_decoding_streams {
@@ -271,6 +356,8 @@ impl IncomingStreams {
             has_settings: true,
             decoder: Some(decoder),
             counted: true,
+            wire: 0,
+            decoded: 0,
         })
     }
 
@@ -281,6 +368,7 @@ impl IncomingStreams {
         out: &mut Vec<u8>,
     ) -> Result<(), StreamError> {
         let limit = self.limits.max_decoded_frame_len.min(MAX_PAYLOAD_LEN);
+        let limits = self.limits;
         let stream = self
             .streams
             .get_mut(&id)
@@ -288,8 +376,29 @@ impl IncomingStreams {
         let Some(decoder) = stream.decoder.as_mut().filter(|_| stream.has_settings) else {
             return Err(StreamError::EncodedBeforeSettings { id });
         };
-        match decoder.decode(frame.payload(), out, limit) {
-            Ok(()) => Ok(()),
+        stream.wire = stream.wire.saturating_add(frame.payload().len() as u64);
+        // The decoder stops at whichever comes first, the frame's cap or the stream's
+        // expansion budget, so a bomb is never decoded past the budget.
+        let left = usize::try_from(limits.expansion_left(stream.wire, stream.decoded))
+            .unwrap_or(usize::MAX);
+        let by_ratio = left < limit;
+        let start = out.len();
+        match decoder.decode(frame.payload(), out, limit.min(left)) {
+            Ok(()) => {
+                stream.decoded = stream
+                    .decoded
+                    .saturating_add(out.len().saturating_sub(start) as u64);
+                Ok(())
+            }
+            Err(EncodingError::TooLarge { .. }) if by_ratio => {
+                Err(StreamError::ExpansionTooLarge {
+                    id,
+                    ratio: limits.max_expansion_ratio,
+                    allowance: limits.expansion_allowance,
+                    wire: stream.wire,
+                    decoded: stream.decoded,
+                })
+            }
             Err(EncodingError::TooLarge { .. }) => Err(StreamError::DecodedTooLarge { id, limit }),
             Err(source) => Err(StreamError::Corrupt { id, source }),
         }

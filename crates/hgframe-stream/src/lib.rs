@@ -77,7 +77,7 @@ pub use encoding::{
 };
 pub use error::StreamError;
 pub use id::{Side, StreamIdAllocator};
-pub use incoming::{DecodeLimits, IncomingStreams};
+pub use incoming::{DecodeLimits, DecodeLimitsError, IncomingStreams};
 pub use outgoing::{
     OutgoingStream, StreamStats, DEFAULT_MAX_FRAME_RAW_LEN, DEFAULT_ONE_PASS_MIN_LEN,
 };

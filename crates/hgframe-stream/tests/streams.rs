@@ -605,11 +605,14 @@ fn decompression_bomb_is_refused() {
             ..
         }
     ));
-    // A raised cap still holds.
+    // A raised cap still holds (the expansion ratio, which would stop this bomb first,
+    // is lifted: tests/expansion.rs covers it).
     let mut incoming = IncomingStreams::new(
         Side::Client,
         Profiles::default(),
-        *DecodeLimits::default().max_decoded_frame_len(4 << 20),
+        *DecodeLimits::default()
+            .max_decoded_frame_len(4 << 20)
+            .max_expansion_ratio(u32::MAX),
     );
     let frames = zstd_frames(2, bomb);
     incoming.on_frame(frames[0].clone()).unwrap();

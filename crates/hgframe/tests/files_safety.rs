@@ -232,8 +232,10 @@ async fn put_refuses_content_over_its_size_limit() {
     assert_eq!(all_names(root.path()), ["a.txt"]);
 }
 
-/// The limit counts decoded bytes: 64 MiB of zeros, a few KiB of zstd on the wire, is
-/// refused against a 1 MiB limit (raw frames, as the client library sends identity).
+/// The limit counts decoded bytes: 8 MiB of a repeated 1000-byte block, a few KiB of
+/// zstd on the wire, is refused against a 1 MiB limit (raw frames, as the client library
+/// sends identity). (Zeros would be refused by the stream layer first, as decoding to
+/// over 1000 times their size: `hgframe-stream/tests/expansion.rs`.)
 #[tokio::test]
 async fn put_counts_decoded_bytes_against_its_limit() {
     use bytes::{Bytes, BytesMut};
@@ -266,7 +268,10 @@ async fn put_counts_decoded_bytes_against_its_limit() {
     for frame in head {
         stream.push_frame(frame, &mut frames).unwrap();
     }
-    let zeros = Bytes::from(vec![0u8; 64 << 20]);
+    let block: Vec<u8> = (0..1000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let zeros = Bytes::from(block.repeat(8 << 10));
     stream
         .push_data(
             RequestId(1),

@@ -246,6 +246,23 @@ where
     }
 }
 
+/// hyper's connection settings for `config`: HTTP/1.1 or h2c (detected), with its timers.
+pub(crate) fn connection_builder(
+    config: &ServerConfig,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.http2_keep_alive_interval())
+        .keep_alive_timeout(config.http2_keep_alive_timeout());
+    builder
+}
+
 /// Serves `service` over HTTP/1.1 and h2c on `listener` until `shutdown` completes, then
 /// shuts down gracefully and returns.
 ///
@@ -320,17 +337,7 @@ where
     config
         .validate()
         .map_err(|e| Error::invalid(e.to_string()))?;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(config.http2_keep_alive_interval())
-        .keep_alive_timeout(config.http2_keep_alive_timeout());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(config));
     let timers = conn::Timers {
         detect: config.detect_timeout(),
         idle: config.connection_idle_timeout(),
