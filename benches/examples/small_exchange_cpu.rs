@@ -14,7 +14,8 @@
 //! exchanges. The process's CPU time is printed too, as a check that no other thread did
 //! the work. Prints the per-exchange CPU of each variant (median of the rounds), and the
 //! median of each round's ratio to `identity`. Goal: zstd with the pool at most 1.3x
-//! identity, on each side.
+//! identity, on each side. With `ONLY=0`, `1` or `2` it runs that variant alone, for
+//! `perf record`.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -188,6 +189,21 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let mut clients = Vec::new();
+        // `ONLY=1` runs variant 1 alone (for `perf record` of one variant).
+        if let Some(only) = std::env::var("ONLY").ok().and_then(|v| v.parse::<usize>().ok()) {
+            let variant = VARIANTS[only];
+            let addr = start_server(&handle, root.path().to_owned(), variant).await;
+            let client = client_for(addr, variant);
+            let s = round(&handle, &client, n * rounds).await;
+            println!(
+                "{}: {:.1} / {:.1} / {:.1} µs per exchange (server / client / process)",
+                variant.name,
+                us(s.server),
+                us(s.client),
+                us(s.process)
+            );
+            return;
+        }
         for variant in VARIANTS {
             let addr = start_server(&handle, root.path().to_owned(), variant).await;
             let client = client_for(addr, variant);

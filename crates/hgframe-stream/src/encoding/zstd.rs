@@ -214,7 +214,10 @@ impl ContentEncoder for ZstdEncoder {
         reserve_some(out, self.max_encoded_len(input.len()));
         let mut src = InBuffer::around(input);
         while src.pos() < input.len() {
-            reserve_some(out, MIN_OUTPUT_STEP);
+            // Room for the worst case is reserved above; this only keeps zstd going if
+            // it ever needed more. (A 16 KiB step here cost a reallocation per small
+            // message.)
+            reserve_some(out, 64);
             let pos = out.len();
             self.ctx
                 .get()?
@@ -560,7 +563,13 @@ impl ContentDecoder for ZstdDecoder {
         loop {
             if out.len() == out.capacity() {
                 let grown = out.len() - start;
-                let step = first_step.max(grown).max(MIN_OUTPUT_STEP);
+                // The first step is what the input is likely to give (a small message
+                // gets a small buffer); then at least MIN_OUTPUT_STEP, doubling.
+                let step = if first_step > 0 {
+                    first_step
+                } else {
+                    grown.max(MIN_OUTPUT_STEP)
+                };
                 first_step = 0;
                 let new_cap = out.len().saturating_add(step).min(hard_cap);
                 out.reserve_exact(new_cap.saturating_sub(out.len()));
