@@ -62,6 +62,7 @@ pub struct EngineConfig {
     blocking_threads: usize,
     progress_interval: Duration,
     observer: Option<ExchangeObserver>,
+    profiles: hgframe_stream::Profiles,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +91,7 @@ impl Default for EngineConfig {
             blocking_threads: default_blocking_threads(),
             progress_interval: Duration::from_secs(1),
             observer: None,
+            profiles: hgframe_stream::Profiles::default(),
         }
     }
 }
@@ -120,6 +122,21 @@ impl EngineConfig {
     /// not accept is skipped; `identity` is the fallback).
     pub fn encodings(&self) -> &[String] {
         self.reactor.encodings()
+    }
+
+    /// The content-encoding profiles every exchange and connection uses (each reactor
+    /// takes a clone), default [`hgframe_stream::Profiles::default`]: `zstd-8mb`, whose
+    /// contexts come from the process-wide pool and are reused from one exchange to the
+    /// next, then `identity`.
+    pub fn profiles(&self) -> &hgframe_stream::Profiles {
+        &self.profiles
+    }
+
+    /// Sets [`Self::profiles`] (for instance a `zstd-8mb` on a pool of its own,
+    /// `hgframe_stream::encoding::Zstd8Mb::with_pool`).
+    pub fn set_profiles(&mut self, profiles: hgframe_stream::Profiles) -> &mut Self {
+        self.profiles = profiles;
+        self
     }
 
     /// Sets [`Self::encodings`].
@@ -496,7 +513,7 @@ impl EngineConfig {
                 ));
             }
         }
-        validate_reactor(&self.reactor)
+        validate_reactor(&self.reactor, &self.profiles)
     }
 }
 
@@ -511,7 +528,10 @@ pub const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 /// The reactor's settings that can be wrong: limits of zero, and encodings this build
 /// lacks or cannot use at the configured level (each is tried once, as an exchange
 /// would).
-fn validate_reactor(reactor: &hgframe_reactor::ServerConfig) -> Result<(), ConfigError> {
+fn validate_reactor(
+    reactor: &hgframe_reactor::ServerConfig,
+    profiles: &hgframe_stream::Profiles,
+) -> Result<(), ConfigError> {
     for (setting, value) in [
         ("max_receiving_commands", reactor.max_receiving_commands()),
         ("max_active_requests", reactor.max_active_requests()),
@@ -527,7 +547,6 @@ fn validate_reactor(reactor: &hgframe_reactor::ServerConfig) -> Result<(), Confi
             return Err(ConfigError::new(setting, "is 0, must be at least 1"));
         }
     }
-    let profiles = hgframe_stream::Profiles::default();
     for name in reactor.encodings() {
         let Some(profile) = profiles.get(name) else {
             return Err(ConfigError::new(

@@ -157,7 +157,8 @@ impl Server {
         } else {
             &self.shared.half
         };
-        let mut reactor = ServerReactor::new(Arc::clone(config));
+        let mut reactor =
+            ServerReactor::with_profiles(Arc::clone(config), self.config().profiles().clone());
         if !accepts.is_empty() {
             reactor.set_peer_accepts(accepts);
         }

@@ -1,6 +1,7 @@
 //! `hgframe frames pack` / `unpack` through the real binary: round trips for every
-//! option, stdin as a pipe and as a file, requests written in ascending order with
-//! out-of-order data held (and spilled), and responses that never end.
+//! option, stdin as a pipe and as a file, requests written in ascending order whatever
+//! the order of their data (data that comes before its turn held, and spilled, up to
+//! `--max-held`), and responses that never end.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -246,17 +247,163 @@ fn unpack_of_a_response_without_eos_is_exit_1_naming_the_request() {
     }
 }
 
+/// The frames of responses to requests 1, 3, 5, ... (one stream each, `pieces` frames
+/// each), in an order given by `order`: indexes into the list of every frame, grouped by
+/// request, each request's own frames keeping their order.
+fn responses_in_order(bodies: &[Vec<u8>], pieces: usize, order: &[usize]) -> Vec<Frame> {
+    let per_request: Vec<Vec<Frame>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let request = 1 + 2 * i as u16;
+            let stream = 2 + 2 * i as u8;
+            let chunk = body.len().div_ceil(pieces).max(1);
+            let parts: Vec<&[u8]> = if body.is_empty() {
+                vec![&[][..]]
+            } else {
+                body.chunks(chunk).collect()
+            };
+            parts
+                .iter()
+                .enumerate()
+                .map(|(k, part)| data_frame(request, stream, k == 0, k + 1 == parts.len(), part))
+                .collect()
+        })
+        .collect();
+    // `order` names requests; each mention takes that request's next frame.
+    let mut next = vec![0usize; per_request.len()];
+    let mut frames = Vec::new();
+    for &r in order {
+        if let Some(f) = per_request[r].get(next[r]) {
+            frames.push(f.clone());
+            next[r] += 1;
+        }
+    }
+    for (r, frames_of_r) in per_request.iter().enumerate() {
+        frames.extend(frames_of_r[next[r]..].iter().cloned());
+    }
+    frames
+}
+
 #[test]
-fn unpack_refuses_what_it_cannot_write_in_order() {
-    // Request 3 ends and is written before request 1 begins.
+fn unpack_writes_requests_in_ascending_order_whatever_the_input_order() {
+    let bodies: Vec<Vec<u8>> = (0..4)
+        .map(|i| text(200_000 + 1000 * i, 20 + i as u64))
+        .collect();
+    let want = bodies.concat();
+    let mut x = 12345u64;
+    let mut random_order = Vec::new();
+    for _ in 0..40 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        random_order.push((x % 4) as usize);
+    }
+    let orders: Vec<(&str, Vec<usize>)> = vec![
+        (
+            "ascending, one after the other",
+            [0; 5]
+                .into_iter()
+                .chain([1; 5])
+                .chain([2; 5])
+                .chain([3; 5])
+                .collect(),
+        ),
+        (
+            "descending: each ends before the lower ones begin",
+            [3; 5]
+                .into_iter()
+                .chain([2; 5])
+                .chain([1; 5])
+                .chain([0; 5])
+                .collect(),
+        ),
+        ("interleaved round robin", (0..20).map(|i| i % 4).collect()),
+        (
+            "interleaved, highest first",
+            (0..20).map(|i| 3 - i % 4).collect(),
+        ),
+        (
+            "the lowest last",
+            [2, 1, 3, 2, 1, 3, 3, 2, 1, 1, 2, 3, 1, 2, 3, 0, 0, 0, 0, 0].to_vec(),
+        ),
+        ("random", random_order),
+    ];
+    for (name, order) in &orders {
+        let frames = responses_in_order(&bodies, 5, order);
+        let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(o.stdout == want, "{name}: not in ascending request order");
+    }
+    // Held data over what unpack keeps in memory goes to a temporary file; the order is
+    // the same.
+    let big: Vec<Vec<u8>> = vec![text(3 << 20, 30), text(12 << 20, 31), text(10 << 20, 32)];
+    let frames = responses_in_order(
+        &big,
+        40,
+        &[2; 40].into_iter().chain([1; 40]).collect::<Vec<_>>(),
+    );
+    let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stdout == big.concat(),
+        "spilled: not in ascending request order"
+    );
+}
+
+#[test]
+fn unpack_writes_the_next_request_as_it_arrives_and_holds_only_the_others() {
+    // Request 1 is written as it comes even with --max-held 1: only data that arrives
+    // before its turn is held.
+    let bodies = vec![text(500_000, 40), text(500_000, 41)];
+    let frames = responses_in_order(&bodies, 10, &[0; 10]);
+    let o = hgframe(&["frames", "unpack", "--max-held", "1"], &wire_of(&frames));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == bodies.concat());
+    // A request that never comes (3) holds the ones above it until the input ends; they
+    // are then written in order.
     let frames = [
-        data_frame(3, 2, true, true, b"three"),
-        data_frame(1, 4, true, true, b"one"),
+        data_frame(7, 2, true, true, b"seven"),
+        data_frame(5, 4, true, true, b"five"),
+        data_frame(1, 6, true, true, b"one"),
     ];
     let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("request 1"), "{}", stderr(&o));
-    // Data after eos.
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"onefiveseven");
+}
+
+#[test]
+fn unpack_holds_at_most_max_held_bytes() {
+    // Request 3 (2000 bytes) arrives before request 1: it must be held.
+    let bodies = vec![text(100, 50), text(2000, 51)];
+    let frames = responses_in_order(&bodies, 4, &[1, 1, 1, 1, 0]);
+    let o = hgframe(
+        &["frames", "unpack", "--max-held", "1999"],
+        &wire_of(&frames),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--max-held 1999"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("request 3"), "{}", stderr(&o));
+    let o = hgframe(
+        &["frames", "unpack", "--max-held", "2000"],
+        &wire_of(&frames),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == bodies.concat());
+    // The option is checked before any input is read.
+    for bad in ["0", "-1", "lots", ""] {
+        let o = hgframe(&["frames", "unpack", "--max-held", bad], &wire_of(&frames));
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "--max-held {bad:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn unpack_refuses_data_after_eos_and_even_request_ids() {
     let frames = [
         data_frame(1, 2, true, true, b"one"),
         data_frame(1, 2, false, true, b"again"),
@@ -264,6 +411,24 @@ fn unpack_refuses_what_it_cannot_write_in_order() {
     let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("after its eos"), "{}", stderr(&o));
+    // The same for a request that is held.
+    let frames = [
+        data_frame(3, 2, true, true, b"three"),
+        data_frame(3, 2, false, true, b"again"),
+        data_frame(1, 4, true, true, b"one"),
+    ];
+    let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("request 3: bytes-response data after its eos"),
+        "{}",
+        stderr(&o)
+    );
+    // Responses carry the client's odd request ids.
+    let frames = [data_frame(2, 2, true, true, b"two")];
+    let o = hgframe(&["frames", "unpack"], &wire_of(&frames));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("even request id"), "{}", stderr(&o));
 }
 
 #[test]

@@ -555,6 +555,7 @@ pub struct ClientOptions {
     encodings: Option<Vec<String>>,
     http2_prior_knowledge: bool,
     reactor: ClientConfig,
+    profiles: hgframe_stream::Profiles,
     response_queue: usize,
     response_buffer: usize,
     transmit_chunk: usize,
@@ -569,6 +570,7 @@ impl Default for ClientOptions {
             encodings: None,
             http2_prior_knowledge: false,
             reactor: ClientConfig::default(),
+            profiles: hgframe_stream::Profiles::default(),
             response_queue: 32,
             response_buffer: 256 << 20,
             transmit_chunk: 64 << 10,
@@ -642,6 +644,20 @@ impl ClientOptions {
         self
     }
 
+    /// The content-encoding profiles of every exchange and connection (each takes a
+    /// clone), default [`hgframe_stream::Profiles::default`]: `zstd-8mb`, whose
+    /// contexts come from the process-wide pool and are reused from one exchange to the
+    /// next, then `identity`.
+    pub fn profiles(&self) -> &hgframe_stream::Profiles {
+        &self.profiles
+    }
+
+    /// Sets [`Self::profiles`].
+    pub fn set_profiles(&mut self, profiles: hgframe_stream::Profiles) -> &mut Self {
+        self.profiles = profiles;
+        self
+    }
+
     /// The encodings offered, as a header value.
     pub(crate) fn accept_list(&self, reactor: &ClientReactor) -> String {
         match &self.encodings {
@@ -659,7 +675,7 @@ impl ClientOptions {
             // answers once the request has ended), up to every odd request id.
             config.set_max_in_flight(config.max_in_flight().max(1 << 15));
         }
-        let reactor = ClientReactor::new(config);
+        let reactor = ClientReactor::with_profiles(config, self.profiles.clone());
         let accepts = self.accept_list(&reactor);
         let window = if full_duplex { self.window } else { usize::MAX };
         let budget = Budget::new(self.response_queue, self.response_buffer);

@@ -132,13 +132,20 @@ pub struct ClientReactor {
 }
 
 impl ClientReactor {
-    /// A client with these settings.
+    /// A client with these settings. Its encodings are [`Profiles::default`] (zstd
+    /// contexts from the process-wide pool).
     pub fn new(config: ClientConfig) -> Self {
+        Self::with_profiles(config, Profiles::default())
+    }
+
+    /// A client with these settings and these content-encoding profiles (a clone of
+    /// the application's: the profiles are shared, and so is the pool their zstd
+    /// contexts come from).
+    pub fn with_profiles(config: ClientConfig, profiles: Profiles) -> Self {
         let mut limits = DecodeLimits::default();
         limits
             .max_decoded_frame_len(config.max_decoded_frame_len())
             .max_decoding_streams(config.max_decoding_streams());
-        let profiles = Profiles::default();
         let name = if profiles.get(config.encoding()).is_some() {
             config.encoding()
         } else {
@@ -147,7 +154,7 @@ impl ClientReactor {
         let mut encoding = EncodingSettings::new(name);
         encoding.level = config.level();
         Self {
-            incoming: IncomingStreams::new(Side::Client, Profiles::default(), limits),
+            incoming: IncomingStreams::new(Side::Client, profiles.clone(), limits),
             profiles,
             encoding,
             stream_ids: StreamIdAllocator::new(Side::Client),

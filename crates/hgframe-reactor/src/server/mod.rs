@@ -87,17 +87,24 @@ pub struct ServerReactor {
 }
 
 impl ServerReactor {
-    /// A reactor with these settings; accepts a `ServerConfig` or an `Arc` of one.
+    /// A reactor with these settings; accepts a `ServerConfig` or an `Arc` of one. Its
+    /// encodings are [`Profiles::default`] (zstd contexts from the process-wide pool).
     pub fn new(config: impl Into<Arc<ServerConfig>>) -> Self {
+        Self::with_profiles(config, Profiles::default())
+    }
+
+    /// A reactor with these settings and these content-encoding profiles (a clone of a
+    /// server's: the profiles are shared, and so is the pool their zstd contexts come
+    /// from, so each exchange reuses the contexts of the ones before it).
+    pub fn with_profiles(config: impl Into<Arc<ServerConfig>>, profiles: Profiles) -> Self {
         let config = config.into();
         let mut limits = DecodeLimits::default();
         limits
             .max_decoded_frame_len(config.max_decoded_frame_len())
             .max_decoding_streams(config.max_decoding_streams());
-        let profiles = Profiles::default();
         let encoding = negotiate(&profiles, &config, config.peer_accepts());
         Self {
-            incoming: IncomingStreams::new(Side::Server, Profiles::default(), limits),
+            incoming: IncomingStreams::new(Side::Server, profiles.clone(), limits),
             profiles,
             encoding,
             stream_ids: StreamIdAllocator::new(Side::Server),

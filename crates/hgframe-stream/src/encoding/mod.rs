@@ -15,6 +15,8 @@
 mod identity;
 mod negotiate;
 #[cfg(feature = "zstd")]
+mod pool;
+#[cfg(feature = "zstd")]
 mod zstd;
 
 use std::fmt;
@@ -24,6 +26,11 @@ use bytes::Bytes;
 
 pub use identity::{Identity, IDENTITY};
 pub use negotiate::{parse_accept_list, MAX_ACCEPT_ENTRIES};
+#[cfg(feature = "zstd")]
+pub use pool::{
+    PoolLimitError, PoolLimits, PoolStats, ZstdContextPool, DEFAULT_MAX_CONTEXT_BYTES,
+    DEFAULT_MAX_IDLE, MAX_CONTEXT_BYTES_LIMIT, MAX_IDLE_LIMIT,
+};
 #[cfg(feature = "zstd")]
 pub use zstd::{Zstd8Mb, ZstdDecoder, ZstdEncoder, WINDOW_LOG_MAX, ZSTD_8MB};
 
@@ -263,7 +270,7 @@ impl Default for Profiles {
         #[allow(unused_mut)]
         let mut profiles = Self::identity_only();
         #[cfg(feature = "zstd")]
-        profiles.register_preferred(Arc::new(Zstd8Mb));
+        profiles.register_preferred(Arc::new(Zstd8Mb::default()));
         profiles
     }
 }

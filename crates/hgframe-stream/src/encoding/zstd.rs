@@ -10,9 +10,12 @@
 //! data passed through ([`ContentEncoder::end_unit`]). The decoder does not notice:
 //! concatenated zstd frames are one valid zstd stream.
 
-use zstd::stream::raw::{CParameter, DParameter, Decoder, InBuffer, Operation, OutBuffer};
-use zstd::zstd_safe::{self, zstd_sys::ZSTD_EndDirective, CCtx};
+use std::sync::Arc;
 
+use zstd::stream::raw::{CParameter, DParameter, InBuffer, OutBuffer};
+use zstd::zstd_safe::{self, zstd_sys::ZSTD_EndDirective};
+
+use super::pool::{PooledCCtx, PooledDCtx, ZstdContextPool};
 use super::{Boundary, ContentDecoder, ContentEncoder, EncodingError, EncodingSettings, Profile};
 
 /// The name of the `zstd-8mb` profile.
@@ -41,9 +44,32 @@ const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 const SKIPPABLE_MAGIC_MASK: u32 = 0xFFFF_FFF0;
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
 
-/// The `zstd-8mb` profile.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Zstd8Mb;
+/// The `zstd-8mb` profile. Its encoders and decoders take their zstd contexts from a
+/// [`ZstdContextPool`] and give them back when dropped.
+#[derive(Debug, Clone)]
+pub struct Zstd8Mb {
+    pool: Arc<ZstdContextPool>,
+}
+
+impl Default for Zstd8Mb {
+    /// The profile on the process-wide pool ([`ZstdContextPool::shared`]).
+    fn default() -> Self {
+        Self::with_pool(ZstdContextPool::shared())
+    }
+}
+
+impl Zstd8Mb {
+    /// The profile on `pool` (for instance one with other limits, or `max_idle` 0 for
+    /// no reuse).
+    pub fn with_pool(pool: Arc<ZstdContextPool>) -> Self {
+        Self { pool }
+    }
+
+    /// The pool the contexts come from.
+    pub fn pool(&self) -> &Arc<ZstdContextPool> {
+        &self.pool
+    }
+}
 
 impl Profile for Zstd8Mb {
     fn name(&self) -> &str {
@@ -54,7 +80,10 @@ impl Profile for Zstd8Mb {
         &self,
         settings: &EncodingSettings,
     ) -> Result<Box<dyn ContentEncoder>, EncodingError> {
-        Ok(Box::new(ZstdEncoder::new(settings.level)?))
+        Ok(Box::new(ZstdEncoder::from_pool(
+            &self.pool,
+            settings.level,
+        )?))
     }
 
     fn decoder(&self, parameters: &[u8]) -> Result<Box<dyn ContentDecoder>, EncodingError> {
@@ -64,7 +93,7 @@ impl Profile for Zstd8Mb {
                 len: parameters.len(),
             });
         }
-        Ok(Box::new(ZstdDecoder::new()?))
+        Ok(Box::new(ZstdDecoder::from_pool(&self.pool)?))
     }
 
     /// Accepts a sequence of complete zstd frames (skippable frames allowed) whose
@@ -85,9 +114,9 @@ impl Profile for Zstd8Mb {
     }
 }
 
-/// A `zstd-8mb` compression context.
+/// A `zstd-8mb` compression context, on loan from a [`ZstdContextPool`] until dropped.
 pub struct ZstdEncoder {
-    ctx: CCtx<'static>,
+    ctx: PooledCCtx,
     /// The level asked for.
     level: i32,
     /// The level the context compresses with; a different `level` is applied when the
@@ -108,12 +137,17 @@ impl std::fmt::Debug for ZstdEncoder {
 }
 
 impl ZstdEncoder {
-    /// A context at `level` (window at most 8 MiB whatever the level).
+    /// A context at `level` (window at most 8 MiB whatever the level), from the
+    /// process-wide pool.
     pub fn new(level: i32) -> Result<Self, EncodingError> {
+        Self::from_pool(&ZstdContextPool::shared(), level)
+    }
+
+    /// A context at `level` from `pool` (reset when it was given back; the level and
+    /// window are applied here).
+    pub fn from_pool(pool: &Arc<ZstdContextPool>, level: i32) -> Result<Self, EncodingError> {
         check_level(level)?;
-        let ctx = CCtx::try_create().ok_or_else(|| EncodingError::Compressor {
-            message: "cannot allocate a zstd context".into(),
-        })?;
+        let ctx = PooledCCtx::take(pool)?;
         let mut encoder = Self {
             ctx,
             level,
@@ -133,11 +167,10 @@ impl ZstdEncoder {
         } else {
             0 // zstd's default for the level
         };
-        self.ctx
-            .set_parameter(CParameter::CompressionLevel(level))
+        let ctx = self.ctx.get()?;
+        ctx.set_parameter(CParameter::CompressionLevel(level))
             .map_err(compressor)?;
-        self.ctx
-            .set_parameter(CParameter::WindowLog(window_log))
+        ctx.set_parameter(CParameter::WindowLog(window_log))
             .map_err(compressor)?;
         self.applied_level = level;
         Ok(())
@@ -163,6 +196,7 @@ impl ZstdEncoder {
             let pos = out.len();
             let left = self
                 .ctx
+                .get()?
                 .end_stream(&mut OutBuffer::around_pos(out, pos))
                 .map_err(compressor)?;
             if left == 0 {
@@ -180,9 +214,13 @@ impl ContentEncoder for ZstdEncoder {
         reserve_some(out, self.max_encoded_len(input.len()));
         let mut src = InBuffer::around(input);
         while src.pos() < input.len() {
-            reserve_some(out, MIN_OUTPUT_STEP);
+            // Room for the worst case is reserved above; this only keeps zstd going if
+            // it ever needed more. (A 16 KiB step here cost a reallocation per small
+            // message.)
+            reserve_some(out, 64);
             let pos = out.len();
             self.ctx
+                .get()?
                 .compress_stream(&mut OutBuffer::around_pos(out, pos), &mut src)
                 .map_err(compressor)?;
         }
@@ -191,6 +229,7 @@ impl ContentEncoder for ZstdEncoder {
             let pos = out.len();
             let left = self
                 .ctx
+                .get()?
                 .flush_stream(&mut OutBuffer::around_pos(out, pos))
                 .map_err(compressor)?;
             if left == 0 {
@@ -256,6 +295,7 @@ impl ContentEncoder for ZstdEncoder {
             let pos = out.len();
             let left = self
                 .ctx
+                .get()?
                 .compress_stream2(
                     &mut OutBuffer::around_pos(out, pos),
                     &mut src,
@@ -468,9 +508,10 @@ fn frame_header_len(frame: &[u8]) -> Result<usize, EncodingError> {
     Ok(descriptor_header_len(descriptor))
 }
 
-/// A `zstd-8mb` decompression context: window at most 8 MiB, output capped per call.
+/// A `zstd-8mb` decompression context: window at most 8 MiB, output capped per call. On
+/// loan from a [`ZstdContextPool`] until dropped.
 pub struct ZstdDecoder {
-    ctx: Decoder<'static>,
+    ctx: PooledDCtx,
     /// Bytes the previous payload decoded to: the first output reservation for the next.
     hint: usize,
 }
@@ -484,14 +525,18 @@ impl std::fmt::Debug for ZstdDecoder {
 }
 
 impl ZstdDecoder {
-    /// A context that refuses windows over 8 MiB.
+    /// A context that refuses windows over 8 MiB, from the process-wide pool.
     pub fn new() -> Result<Self, EncodingError> {
-        let io = |e: std::io::Error| EncodingError::Compressor {
-            message: e.to_string(),
-        };
-        let mut ctx = Decoder::new().map_err(io)?;
-        ctx.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))
-            .map_err(io)?;
+        Self::from_pool(&ZstdContextPool::shared())
+    }
+
+    /// A context that refuses windows over 8 MiB, from `pool` (reset when it was given
+    /// back; the window limit is applied here).
+    pub fn from_pool(pool: &Arc<ZstdContextPool>) -> Result<Self, EncodingError> {
+        let mut ctx = PooledDCtx::take(pool)?;
+        ctx.get()?
+            .set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))
+            .map_err(compressor)?;
         Ok(Self { ctx, hint: 0 })
     }
 }
@@ -518,7 +563,13 @@ impl ContentDecoder for ZstdDecoder {
         loop {
             if out.len() == out.capacity() {
                 let grown = out.len() - start;
-                let step = first_step.max(grown).max(MIN_OUTPUT_STEP);
+                // The first step is what the input is likely to give (a small message
+                // gets a small buffer); then at least MIN_OUTPUT_STEP, doubling.
+                let step = if first_step > 0 {
+                    first_step
+                } else {
+                    grown.max(MIN_OUTPUT_STEP)
+                };
                 first_step = 0;
                 let new_cap = out.len().saturating_add(step).min(hard_cap);
                 out.reserve_exact(new_cap.saturating_sub(out.len()));
@@ -526,9 +577,10 @@ impl ContentDecoder for ZstdDecoder {
             let before = (src.pos(), out.len());
             let pos = out.len();
             self.ctx
-                .run(&mut src, &mut OutBuffer::around_pos(out, pos))
-                .map_err(|e| EncodingError::Corrupt {
-                    message: e.to_string(),
+                .get()?
+                .decompress_stream(&mut OutBuffer::around_pos(out, pos), &mut src)
+                .map_err(|code| EncodingError::Corrupt {
+                    message: zstd_safe::get_error_name(code).to_owned(),
                 })?;
             if out.len() > limit {
                 return Err(EncodingError::TooLarge { limit: max_out });
@@ -711,7 +763,7 @@ mod tests {
 
     #[test]
     fn window_over_8mb_is_refused() {
-        use zstd::stream::raw::Encoder;
+        use zstd::stream::raw::{Encoder, Operation};
         let data = text(1000);
         let mut wire = Vec::with_capacity(1 << 16);
         let mut enc = Encoder::new(3).unwrap();

@@ -9,9 +9,9 @@
 //!   frames interleave on stdout. Stream `k` starts only once the data of every lower
 //!   stream has reached stdout, so requests first appear in ascending order.
 //! - `unpack` reads frames in pieces, decodes each into one reused buffer, and writes the
-//!   lowest request's bytes as they are decoded. Requests whose data arrives while a lower one is still being written are
-//!   buffered, up to [`BUFFERED_MAX`] bytes in memory, then in an unlinked temporary
-//!   file.
+//!   bytes of the next request in ascending order as they are decoded. Requests whose
+//!   data arrives before their turn, in any order, are held: up to [`BUFFERED_MAX`] bytes
+//!   in memory, the rest in an unlinked temporary file, at most `--max-held` bytes in all.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -42,6 +42,9 @@ const READ_LEN: usize = 256 * 1024;
 /// temporary file.
 const BUFFERED_MAX: usize = 16 << 20;
 
+/// Default of `unpack --max-held`: 64 GiB, memory and temporary file together.
+const DEFAULT_MAX_HELD: u64 = 64 << 30;
+
 /// Options of `frames pack`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PackArgs {
@@ -65,6 +68,11 @@ pub(crate) struct PackArgs {
 pub(crate) struct UnpackArgs {
     /// File of binary frames (stdin when absent).
     file: Option<PathBuf>,
+    /// Most bytes held for requests whose data arrives before their turn (up to 16 MiB
+    /// in memory, the rest in a temporary file); more is exit 1.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_HELD,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_held: u64,
 }
 
 /// Where a worker of `pack` reads its part.
@@ -489,96 +497,195 @@ fn spill_stdin() -> Result<(File, u64), Failure> {
     Ok((file, len))
 }
 
-/// What `unpack` holds of a request it cannot write yet.
+/// What `unpack` holds of a request whose turn has not come.
 #[derive(Default)]
 struct Held {
     /// The first bytes, in memory.
     memory: Vec<u8>,
-    /// The bytes after them, once memory ran out.
-    file: Option<File>,
+    /// The bytes after them, once memory ran out: `(offset, length)` in the spill file.
+    spilled: Vec<(u64, u64)>,
     /// Whether its `eos` came.
     ended: bool,
 }
 
-/// The requests of `unpack`, written in ascending order as they are decoded.
+/// The temporary file held bytes go to once [`BUFFERED_MAX`] are in memory. Its space is
+/// reclaimed whenever no request has bytes in it.
+struct Spill {
+    file: File,
+    /// Where the next bytes go.
+    len: u64,
+    /// Bytes in it that are still held.
+    live: u64,
+}
+
+/// The requests of `unpack`, written in ascending order of request id whatever the order
+/// their data arrives in.
+///
+/// Responses carry the client's request ids, which are odd (docs/protocol.md), so the
+/// requests come in the order 1, 3, 5, ... `next` is the lowest of them that has not
+/// ended: its data is written as it is decoded. Data of a higher request is held until
+/// `next` reaches it; a request below `next` has ended, so more data for it is an error.
+/// A request that never comes (a gap) keeps the ones above it held until the input
+/// ends; they are then written in order.
 struct Responses<W: Write> {
     out: W,
-    /// The request being written as it arrives.
-    current: Option<u16>,
-    /// The highest request written completely.
-    last_done: Option<u16>,
-    /// Requests above `current`, held until it ends.
+    /// The request written as it arrives (odd; above 65535 once every id has ended).
+    next: u32,
+    /// Whether some of `next`'s data was written.
+    next_started: bool,
+    /// Requests above `next`, by id.
     held: BTreeMap<u16, Held>,
     /// Bytes of `held` in memory.
     held_memory: usize,
+    /// Bytes of `held`, memory and file.
+    held_total: u64,
+    /// The most `held_total` may reach (`--max-held`).
+    max_held: u64,
+    spill: Option<Spill>,
 }
 
 impl<W: Write> Responses<W> {
+    fn new(out: W, max_held: u64) -> Self {
+        Self {
+            out,
+            next: 1,
+            next_started: false,
+            held: BTreeMap::new(),
+            held_memory: 0,
+            held_total: 0,
+            max_held,
+            spill: None,
+        }
+    }
+
     fn on_data(&mut self, request: u16, data: &[u8], eos: bool) -> Result<(), Failure> {
-        if self.last_done.is_some_and(|done| request <= done) {
+        if request % 2 == 0 {
             return Err(Failure::bad(format!(
-                "request {request}: bytes-response data after its eos frame, or after the data of a higher request was written (unpack writes requests in ascending order as they arrive, so each must begin before any higher one has ended)"
+                "request {request}: a response with an even request id (responses carry the client's odd ids; even ids are a server's own)"
             )));
         }
-        let current = *self.current.get_or_insert(request);
-        if request < current {
+        let id = u32::from(request);
+        if id < self.next {
             return Err(Failure::bad(format!(
-                "request {request}: its first bytes-response frame comes after request {current}'s data was written (unpack writes requests in ascending order as they arrive, so each must begin before any higher one)"
+                "request {request}: bytes-response data after its eos frame"
             )));
         }
-        if request == current {
+        if id == self.next {
             self.out.write_all(data)?;
+            self.next_started = true;
             if eos {
-                self.finish(request)?;
+                self.advance()?;
             }
             return Ok(());
         }
+        self.hold(request, data, eos)
+    }
+
+    /// Keeps `data` of `request` (above `next`) until its turn.
+    fn hold(&mut self, request: u16, data: &[u8], eos: bool) -> Result<(), Failure> {
         let held = self.held.entry(request).or_default();
         if held.ended {
             return Err(Failure::bad(format!(
                 "request {request}: bytes-response data after its eos frame"
             )));
         }
-        if held.file.is_none() && self.held_memory + data.len() <= BUFFERED_MAX {
+        let len = data.len() as u64;
+        if self.held_total.saturating_add(len) > self.max_held {
+            return Err(Failure::bad(format!(
+                "request {request}: holding its data until request {} ends would take more than --max-held {} bytes",
+                self.next, self.max_held
+            )));
+        }
+        self.held_total += len;
+        if held.spilled.is_empty() && self.held_memory + data.len() <= BUFFERED_MAX {
             held.memory.extend_from_slice(data);
             self.held_memory += data.len();
-        } else {
-            let file = match &mut held.file {
-                Some(file) => file,
-                None => held.file.insert(temp_file()?),
+        } else if !data.is_empty() {
+            let spill = match &mut self.spill {
+                Some(spill) => spill,
+                None => self.spill.insert(Spill {
+                    file: tempfile::tempfile().map_err(|e| {
+                        Failure::bad(format!("cannot create a temporary file: {e}"))
+                    })?,
+                    len: 0,
+                    live: 0,
+                }),
             };
-            file.write_all(data)?;
+            spill.file.seek(SeekFrom::Start(spill.len))?;
+            spill.file.write_all(data)?;
+            match held.spilled.last_mut() {
+                // Contiguous with this request's last bytes in the file.
+                Some((at, n)) if *at + *n == spill.len => *n += len,
+                _ => held.spilled.push((spill.len, len)),
+            }
+            spill.len += len;
+            spill.live += len;
         }
         held.ended = eos;
         Ok(())
     }
 
-    /// `request`, the current one, ended: the next held one becomes current.
-    fn finish(&mut self, request: u16) -> Result<(), Failure> {
-        self.last_done = Some(request);
-        self.current = None;
-        while let Some((&next, _)) = self.held.first_key_value() {
-            let Some(held) = self.held.remove(&next) else {
-                break;
-            };
-            self.out.write_all(&held.memory)?;
-            self.held_memory -= held.memory.len();
-            if let Some(mut file) = held.file {
-                file.seek(SeekFrom::Start(0))?;
-                std::io::copy(&mut file, &mut self.out)?;
+    /// Writes what is held of `held`.
+    fn write_held(&mut self, held: Held) -> Result<(), Failure> {
+        self.out.write_all(&held.memory)?;
+        self.held_memory -= held.memory.len();
+        self.held_total -= held.memory.len() as u64;
+        if let Some(spill) = &mut self.spill {
+            for (at, n) in held.spilled {
+                spill.file.seek(SeekFrom::Start(at))?;
+                std::io::copy(&mut (&mut spill.file).take(n), &mut self.out)?;
+                spill.live -= n;
+                self.held_total -= n;
             }
-            if !held.ended {
-                self.current = Some(next);
-                break;
+            if spill.live == 0 && spill.len > 0 {
+                // Nothing in it is held any more: its space is reused from the start.
+                spill.file.set_len(0)?;
+                spill.len = 0;
             }
-            self.last_done = Some(next);
         }
         Ok(())
     }
 
-    /// The input ended: every request must have ended.
+    /// `next` ended: the requests after it that are held go out, up to the first that
+    /// has not ended, which becomes `next` (or the first that has not come).
+    fn advance(&mut self) -> Result<(), Failure> {
+        self.next_started = false;
+        loop {
+            self.next += 2;
+            let Ok(id) = u16::try_from(self.next) else {
+                return Ok(()); // every id has ended
+            };
+            let Some(held) = self.held.remove(&id) else {
+                return Ok(());
+            };
+            let ended = held.ended;
+            self.write_held(held)?;
+            if !ended {
+                self.next_started = true;
+                return Ok(());
+            }
+        }
+    }
+
+    /// The input ended: what is held goes out in order, and every request must have
+    /// ended.
     fn end(mut self) -> Result<(), Failure> {
-        let unended = self.current.or_else(|| self.held.keys().next().copied());
+        let mut unended = if self.next_started {
+            u16::try_from(self.next).ok()
+        } else {
+            None
+        };
+        if unended.is_none() {
+            // A gap (a request that never came): the requests above it, in order.
+            while let Some((id, held)) = self.held.pop_first() {
+                let ended = held.ended;
+                self.write_held(held)?;
+                if !ended {
+                    unended = Some(id);
+                    break;
+                }
+            }
+        }
         self.out.flush()?;
         match unended {
             Some(request) => Err(Failure::bad(format!(
@@ -601,13 +708,10 @@ pub(crate) fn unpack(args: UnpackArgs) -> CliResult {
     let mut decoder = FrameDecoder::with_max_payload_len(MAX_PAYLOAD_LEN);
     let mut streams =
         IncomingStreams::new(Side::Client, Profiles::default(), DecodeLimits::default());
-    let mut responses = Responses {
-        out: std::io::BufWriter::with_capacity(128 * 1024, std::io::stdout().lock()),
-        current: None,
-        last_done: None,
-        held: BTreeMap::new(),
-        held_memory: 0,
-    };
+    let mut responses = Responses::new(
+        std::io::BufWriter::with_capacity(128 * 1024, std::io::stdout().lock()),
+        args.max_held,
+    );
     let mut buf = BytesMut::with_capacity(READ_LEN);
     let mut decoded = Vec::new();
     let (mut n, mut offset) = (0u64, 0u64);
