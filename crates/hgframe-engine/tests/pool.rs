@@ -56,7 +56,7 @@ async fn zstd_echo(server: &hgframe_engine::Server, full_duplex: bool, data: &[u
     let mut running = server.start(
         reactor,
         multirequest(),
-        transport,
+        hgframe_engine::Caller::new(transport),
         input(out),
         tracing::Span::none(),
     );

@@ -99,6 +99,8 @@ fn default_preference() -> Vec<String> {
     if cfg!(feature = "zstd") {
         out.push("zstd-8mb".to_string());
     }
+    // `deflate` is opt-in (`set_encodings`): one level serves every listed profile, and
+    // zstd's levels 10 to 22 and negative ones are not deflate's 0 to 9.
     out.push(IDENTITY.to_string());
     out
 }
@@ -245,7 +247,11 @@ impl ServerConfig {
     }
 
     /// Content-encoding profiles the server is willing to use for its output, best
-    /// first. Default: `zstd-8mb` (with the `zstd` feature), then `identity`.
+    /// first. Default: `zstd-8mb` (with the `zstd` feature), then `identity`; list
+    /// `deflate` to use it (first for streams of tiny messages, docs/streams.md). The
+    /// reactor skips names it does not know; [`hgframe_stream::Profiles::negotiate`]
+    /// picks the first the client accepts. The engine refuses unknown names, and a
+    /// [`Self::level`] that one of the listed profiles lacks, when it is configured.
     pub fn encodings(&self) -> &[String] {
         &self.encodings
     }

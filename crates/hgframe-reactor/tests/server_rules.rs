@@ -9,9 +9,9 @@ use hgframe_reactor::{
     DataMode, Limit, ProtocolError, ReactorError, ServerAction, ServerConfig, ServerReactor,
     TextAtom,
 };
-#[cfg(feature = "zstd")]
+#[cfg(any(feature = "zstd", feature = "deflate"))]
 use hgframe_stream::{DecodeLimits, IncomingStreams, Profiles, Side};
-#[cfg(feature = "zstd")]
+#[cfg(any(feature = "zstd", feature = "deflate"))]
 use hgframe_wire::StreamFlags;
 use hgframe_wire::{Frame, FrameType, RequestId};
 
@@ -491,6 +491,87 @@ fn output_uses_the_negotiated_encoding() {
     // A client that accepts nothing else gets identity.
     let mut r = reactor(|_| {});
     assert_eq!(r.set_peer_accepts(&["gzip"]), "identity");
+}
+
+/// The server's preference order decides between the profiles the client accepts:
+/// zstd-8mb by default (deflate only when listed), deflate first when configured so
+/// (streams of tiny messages), and never a profile the client did not list.
+#[cfg(all(feature = "zstd", feature = "deflate"))]
+#[test]
+fn the_server_preference_order_picks_among_what_the_client_accepts() {
+    let everything = ["zstd-8mb", "deflate", "identity"];
+    assert_eq!(
+        ServerConfig::default().encodings(),
+        ["zstd-8mb", "identity"]
+    );
+    let default = ["zstd-8mb", "identity"];
+    for (ours, theirs, chosen) in [
+        (&default[..], &everything[..], "zstd-8mb"),
+        (&default[..], &["deflate"][..], "identity"),
+        (&everything[..], &everything[..], "zstd-8mb"),
+        (&everything[..], &["deflate", "zstd-8mb"][..], "zstd-8mb"),
+        (&everything[..], &["deflate", "identity"][..], "deflate"),
+        (
+            &["deflate", "zstd-8mb", "identity"][..],
+            &everything[..],
+            "deflate",
+        ),
+        (&["deflate", "zstd-8mb"][..], &["zstd-8mb"][..], "zstd-8mb"),
+        (&["zstd-8mb", "identity"][..], &["deflate"][..], "identity"),
+        (&["deflate"][..], &["identity"][..], "identity"),
+        (&[][..], &everything[..], "identity"),
+    ] {
+        let mut r = reactor(|c| {
+            c.set_encodings(ours).set_peer_accepts(theirs);
+        });
+        assert_eq!(
+            r.output_encoding(),
+            chosen,
+            "ours {ours:?}, theirs {theirs:?}"
+        );
+        // Negotiating again per exchange follows the same order.
+        assert_eq!(r.set_peer_accepts(theirs), chosen);
+    }
+}
+
+#[cfg(feature = "deflate")]
+#[test]
+fn deflate_output_decodes_with_its_stream_settings() {
+    let mut r = reactor(|c| {
+        c.set_encodings(&["deflate", "identity"])
+            .set_peer_accepts(&["deflate"])
+            .set_level(6);
+    });
+    assert_eq!(r.output_encoding(), "deflate");
+    let mut data = Vec::new();
+    let _ = r.on_frame(ffs("1 1 stream-begin command-name eos c"));
+    for i in 0..200 {
+        let message = format!("{{\"id\":{i},\"name\":\"record {i}\",\"ok\":true}}\n");
+        data.extend_from_slice(message.as_bytes());
+        let _ = r
+            .on_response_data(RequestId(1), Bytes::from(message), i == 199)
+            .unwrap();
+    }
+    assert_eq!(kind(&r.on_input_eof()), "sendframes");
+    let frames: Vec<Frame> = std::iter::from_fn(|| r.poll_frame()).collect();
+    assert_eq!(frames[0].known_type(), Some(FrameType::StreamSettings));
+    assert_eq!(&frames[0].payload()[..], b"\x07deflate");
+    assert!(frames[1].stream_flags().contains(StreamFlags::ENCODED));
+    let wire: usize = frames.iter().map(|f| f.payload().len()).sum();
+    assert!(
+        wire * 3 < data.len(),
+        "compressed: {wire} of {}",
+        data.len()
+    );
+    let mut incoming =
+        IncomingStreams::new(Side::Client, Profiles::default(), DecodeLimits::default());
+    let mut got = Vec::new();
+    for f in frames {
+        if let Some(f) = incoming.on_frame(f).unwrap() {
+            got.extend_from_slice(f.payload());
+        }
+    }
+    assert_eq!(got, data);
 }
 
 #[cfg(feature = "zstd")]

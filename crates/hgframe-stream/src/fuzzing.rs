@@ -6,11 +6,11 @@
 
 use bytes::Bytes;
 use hgframe_wire::{Frame, Frames, StreamFlags};
-#[cfg(feature = "zstd")]
+#[cfg(any(feature = "zstd", feature = "deflate"))]
 use hgframe_wire::{FrameType, RequestId, StreamId};
 
 use crate::{DecodeLimits, IncomingStreams, Profiles, Side};
-#[cfg(feature = "zstd")]
+#[cfg(any(feature = "zstd", feature = "deflate"))]
 use crate::{EncodingSettings, OutgoingStream, StreamError};
 
 /// What a property check found: `Err` names the property that broke.
@@ -68,25 +68,28 @@ fn feed(incoming: &mut IncomingStreams, frame: Frame) -> Result<Fed, String> {
     }
 }
 
-/// The incoming side on arbitrary input; `data[0]` picks the mode and `data[1]` the
-/// limits:
+/// The incoming side on arbitrary input; `data[0]` picks the mode (its two low bits)
+/// and the profile of modes 1 and 2 (bit 2: `zstd-8mb` when clear, `deflate` when set),
+/// and `data[1]` the limits:
 ///
 /// - mode 0: `data[2..]` is frames in wire format, from a client or (mode 3) a server;
-/// - mode 1 (zstd): `data[2..]` is the content of a `zstd-8mb` stream's encoded frames,
-///   cut into frames of `data[2]` bytes, so the decoder meets corrupt and hostile
-///   compressed data (bombs, huge windows, bad checksums) under its caps;
-/// - mode 2 (zstd): `data[2..]` are messages, encoded on a real outgoing stream, then
-///   one byte of one frame is changed as `data[2..5]` say (or nothing is, when the
-///   position falls outside): unchanged streams must decode to exactly the messages,
-///   changed ones may fail but never panic or exceed the cap.
+/// - mode 1: `data[2..]` is the content of a compressed stream's encoded frames, cut
+///   into frames of `data[2]` bytes, so the decoder meets corrupt and hostile
+///   compressed data (bombs, huge windows, bad checksums, final deflate blocks) under
+///   its caps;
+/// - mode 2: `data[2..]` are messages, encoded on a real outgoing stream, then one byte
+///   of one frame is changed as `data[2..5]` say (or nothing is, when the position
+///   falls outside): unchanged streams must decode to exactly the messages, changed
+///   ones may fail but never panic or exceed the cap.
 pub fn stream_decoder(data: &[u8]) -> Check {
     let [mode, limit_byte, rest @ ..] = data else {
         return Ok(());
     };
     let limits = limits(*limit_byte);
+    let profile = if mode & 4 == 0 { "zstd-8mb" } else { "deflate" };
     match mode % 4 {
-        1 => hostile_zstd(limits, rest),
-        2 => round_trip(limits, rest),
+        1 => hostile(profile, limits, rest),
+        2 => round_trip(profile, limits, rest),
         side => {
             let local = if side == 0 {
                 Side::Server
@@ -109,26 +112,35 @@ pub fn stream_decoder(data: &[u8]) -> Check {
     }
 }
 
-#[cfg(not(feature = "zstd"))]
-fn hostile_zstd(_: DecodeLimits, _: &[u8]) -> Check {
+/// Whether this build has the profile (modes 1 and 2 do nothing without it).
+#[cfg(any(feature = "zstd", feature = "deflate"))]
+fn built_in(profile: &str) -> bool {
+    Profiles::default().contains(profile)
+}
+
+#[cfg(not(any(feature = "zstd", feature = "deflate")))]
+fn hostile(_: &str, _: DecodeLimits, _: &[u8]) -> Check {
     Ok(())
 }
 
-#[cfg(not(feature = "zstd"))]
-fn round_trip(_: DecodeLimits, _: &[u8]) -> Check {
+#[cfg(not(any(feature = "zstd", feature = "deflate")))]
+fn round_trip(_: &str, _: DecodeLimits, _: &[u8]) -> Check {
     Ok(())
 }
 
-#[cfg(feature = "zstd")]
-fn hostile_zstd(limits: DecodeLimits, data: &[u8]) -> Check {
+#[cfg(any(feature = "zstd", feature = "deflate"))]
+fn hostile(profile: &str, limits: DecodeLimits, data: &[u8]) -> Check {
     let Some((&cut, content)) = data.split_first() else {
         return Ok(());
     };
+    if !built_in(profile) {
+        return Ok(());
+    }
     let cut = usize::from(cut).max(1) * 16;
     let mut incoming = IncomingStreams::new(Side::Server, Profiles::default(), limits);
-    let settings = hgframe_wire::payload::stream_settings::StreamSettings::new("zstd-8mb")
+    let settings = hgframe_wire::payload::stream_settings::StreamSettings::new(profile)
         .encode()
-        .map_err(|e| format!("zstd-8mb settings do not encode: {e}"))?;
+        .map_err(|e| format!("{profile} settings do not encode: {e}"))?;
     let frame = |flags, frame_type, payload: Bytes| {
         Frame::new(RequestId(1), StreamId(1), flags, frame_type, 0, payload)
             .map_err(|e| format!("a frame of the target does not build: {e}"))
@@ -139,7 +151,7 @@ fn hostile_zstd(limits: DecodeLimits, data: &[u8]) -> Check {
         settings,
     )?;
     if !matches!(feed(&mut incoming, first)?, Fed::Consumed) {
-        return Err("a zstd-8mb stream-settings frame was refused".into());
+        return Err(format!("a {profile} stream-settings frame was refused"));
     }
     for chunk in content.chunks(cut) {
         let f = frame(
@@ -154,19 +166,24 @@ fn hostile_zstd(limits: DecodeLimits, data: &[u8]) -> Check {
     Ok(())
 }
 
-#[cfg(feature = "zstd")]
-fn round_trip(limits: DecodeLimits, data: &[u8]) -> Check {
+#[cfg(any(feature = "zstd", feature = "deflate"))]
+fn round_trip(profile: &str, limits: DecodeLimits, data: &[u8]) -> Check {
     let [frame_pick, offset_hi, offset_lo, size_byte, messages @ ..] = data else {
         return Ok(());
     };
+    if !built_in(profile) {
+        return Ok(());
+    }
     let profiles = Profiles::default();
+    // Level 6 for deflate (3, the default, is zstd's).
+    let level = if profile == "deflate" { 6 } else { 3 };
     let mut out = OutgoingStream::new(
         StreamId(1),
         Side::Client,
         &profiles,
-        &EncodingSettings::new("zstd-8mb"),
+        &EncodingSettings::new(profile).with_level(level),
     )
-    .map_err(|e| format!("a zstd-8mb stream does not open: {e}"))?;
+    .map_err(|e| format!("a {profile} stream does not open: {e}"))?;
     // Raw bytes per frame within the receiver's cap, as the sender is told to.
     out.set_max_frame_raw_len(limits.max_decoded_frame_len);
     out.set_max_frame_size(usize::from(*size_byte).max(1) * 64);
@@ -252,11 +269,14 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         wire.extend_from_slice(&frame(line)?.to_bytes());
     }
     seeds.push(("stream_decoder", wire));
-    #[cfg(feature = "zstd")]
-    {
+    #[cfg(any(feature = "zstd", feature = "deflate"))]
+    for (profile, mode_bit) in [("zstd-8mb", 0u8), ("deflate", 4)] {
+        if !built_in(profile) {
+            continue;
+        }
         let messages: &[&[u8]] = &[b"hello hello hello", b"world", b"\xferaw", &[b'x'; 3000]];
         let joined = messages.join(&0xff);
-        let mut input = vec![2, 12, 200, 0, 0, 4];
+        let mut input = vec![2 | mode_bit, 12, 200, 0, 0, 4];
         input.extend_from_slice(&joined);
         seeds.push(("stream_decoder", input));
         // The encoded payloads of the same stream, back to back, for mode 1.
@@ -264,7 +284,7 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
             StreamId(1),
             Side::Client,
             &Profiles::default(),
-            &EncodingSettings::new("zstd-8mb"),
+            &EncodingSettings::new(profile).with_level(if mode_bit == 0 { 3 } else { 6 }),
         )
         .map_err(|e| e.to_string())?;
         let mut frames = Vec::new();
@@ -278,7 +298,7 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
             )
             .map_err(|e| e.to_string())?;
         }
-        let mut content = vec![1, 12, 255];
+        let mut content = vec![1 | mode_bit, 12, 255];
         let mut client = vec![0, 12];
         for f in &frames {
             if f.stream_flags().contains(StreamFlags::ENCODED) {
@@ -299,7 +319,7 @@ mod tests {
     #[test]
     fn every_mode_accepts_valid_and_garbage_input() {
         let garbage: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-        for mode in 0..4u8 {
+        for mode in 0..8u8 {
             for limit in [0u8, 7, 200] {
                 let mut data = vec![mode, limit];
                 data.extend_from_slice(&garbage);
@@ -332,6 +352,40 @@ mod tests {
         for offset in 0..40u8 {
             let mut data = vec![2, 3, 1, 0, offset, 1];
             data.extend_from_slice(&b"abcdefgh".repeat(64));
+            stream_decoder(&data).unwrap();
+        }
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn unchanged_deflate_streams_round_trip_and_changed_ones_never_panic() {
+        // Mode 6: deflate round trips; frame 200 does not exist, nothing is changed.
+        let mut data = vec![6, 12, 200, 0, 0, 4];
+        data.extend_from_slice(b"hello hello hello\xffworld\xff\xfe raw\xff");
+        data.extend_from_slice(&b"x".repeat(10_000));
+        stream_decoder(&data).unwrap();
+        for offset in 0..40u8 {
+            let mut data = vec![6, 3, 1, 0, offset, 1];
+            data.extend_from_slice(&b"abcdefgh".repeat(64));
+            stream_decoder(&data).unwrap();
+        }
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn hostile_deflate_content_stays_under_the_cap() {
+        // Mode 5: a deflate bomb (8 MiB of zeros) as a stream's content, under a 256-byte
+        // cap, then a final block, then garbage: refused, never over the cap.
+        use crate::encoding::{ContentEncoder, DeflateEncoder};
+        let mut bomb = Vec::new();
+        DeflateEncoder::new(9)
+            .unwrap()
+            .encode_flush(&vec![0; 8 << 20], &mut bomb)
+            .unwrap();
+        bomb.truncate(bomb.len() - 4);
+        for content in [bomb, vec![0x03, 0x00], vec![0x07; 100]] {
+            let mut data = vec![5, 0, 255];
+            data.extend_from_slice(&content);
             stream_decoder(&data).unwrap();
         }
     }

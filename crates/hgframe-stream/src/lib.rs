@@ -69,6 +69,8 @@ mod incoming;
 mod outgoing;
 pub mod parallel;
 
+#[cfg(feature = "deflate")]
+pub use encoding::DEFLATE;
 #[cfg(feature = "zstd")]
 pub use encoding::ZSTD_8MB;
 pub use encoding::{

@@ -307,7 +307,10 @@ impl OutgoingStream {
         let Some(encoder) = self.encoder.as_ref() else {
             return;
         };
-        let max_frame_size = self.max_frame_size;
+        // A flush that ends a frame loses the profile's tail on the wire.
+        let max_frame_size = self
+            .max_frame_size
+            .saturating_add(self.profile.stripped_tail().len());
         let fits = |n: usize| encoder.max_encoded_len(n) <= max_frame_size;
         let (mut lo, mut hi) = (0usize, self.max_frame_raw_len);
         let len = if fits(hi) {
@@ -756,14 +759,8 @@ impl OutgoingStream {
             } else {
                 CONTINUATION
             };
-            self.emit(
-                request,
-                frame_type,
-                flags,
-                true,
-                encoded.slice(start..end),
-                out,
-            )?;
+            let payload = self.strip_tail(encoded.slice(start..end))?;
+            self.emit(request, frame_type, flags, true, payload, out)?;
             start = end;
             decoded_start = b.decoded_max;
             i = j;
@@ -783,8 +780,14 @@ impl OutgoingStream {
         candidates: impl Iterator<Item = Boundary>,
     ) -> Option<usize> {
         let mut found = None;
+        // A frame ending at a boundary goes without the profile's tail.
+        let stripped = self.profile.stripped_tail().len();
         for (k, b) in candidates.enumerate() {
-            let wire = b.encoded_end.saturating_sub(start).saturating_add(extra);
+            let wire = b
+                .encoded_end
+                .saturating_sub(start)
+                .saturating_add(extra)
+                .saturating_sub(stripped);
             let raw = b.decoded_max.saturating_sub(decoded_start);
             if wire > self.max_frame_size || (raw > self.max_frame_raw_len && found.is_some()) {
                 break;
@@ -847,6 +850,27 @@ impl OutgoingStream {
         )?);
         self.count_frame(HEADER_LEN + len, encoded);
         Ok(())
+    }
+
+    /// A frame's payload, ending at a boundary, without the profile's tail
+    /// ([`Profile::stripped_tail`]), which the receiver puts back.
+    fn strip_tail(&self, payload: Bytes) -> Result<Bytes, StreamError> {
+        let tail = self.profile.stripped_tail();
+        if tail.is_empty() {
+            return Ok(payload);
+        }
+        if !payload.ends_with(tail) {
+            return Err(StreamError::Encoding {
+                id: self.id,
+                source: crate::EncodingError::Compressor {
+                    message: format!(
+                        "a `{}` frame does not end with the flush tail",
+                        self.profile.name()
+                    ),
+                },
+            });
+        }
+        Ok(payload.slice(..payload.len() - tail.len()))
     }
 
     fn take_begin(&mut self) -> StreamFlags {

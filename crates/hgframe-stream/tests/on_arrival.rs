@@ -2,7 +2,8 @@
 //! AT A TIME, and after each frame it must have produced exactly the raw bytes of every
 //! flush (zstd block) that ended in the frames so far; no frame may end inside a zstd
 //! block. The zstd blocks are found by a parser written here, independent of the
-//! library's own.
+//! library's own. The `deflate` module at the end checks the same for `deflate`
+//! streams, against flate2 used directly.
 #![cfg(feature = "zstd")]
 
 use std::collections::BTreeSet;
@@ -533,4 +534,241 @@ fn decoding_into_a_reused_buffer_gives_the_same_bytes() {
     assert!(got == input);
     // One buffer, grown a few times at most, not one allocation per frame.
     assert!(capacities.len() <= 4, "{capacities:?}");
+}
+
+/// The same property for `deflate`: after each frame, the receiver has produced exactly
+/// the raw bytes of the flushes that ended in the frames so far, which a reference
+/// inflater (flate2 used directly, each payload followed by `00 00 ff ff`) agrees with.
+#[cfg(feature = "deflate")]
+mod deflate {
+    use super::*;
+    use flate2::{Decompress, FlushDecompress};
+
+    fn stream(id: u8, max_frame_size: usize, level: i32) -> OutgoingStream {
+        let mut s = OutgoingStream::new(
+            StreamId(id),
+            Side::Server,
+            &Profiles::default(),
+            &EncodingSettings::new("deflate").with_level(level),
+        )
+        .unwrap();
+        s.set_max_frame_size(max_frame_size);
+        s
+    }
+
+    /// What the reference inflater gives for one payload, its tail put back.
+    fn inflate(reference: &mut Decompress, payload: &[u8]) -> Vec<u8> {
+        let mut input = payload.to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(1 << 20);
+        let before = reference.total_in();
+        reference
+            .decompress_vec(&input, &mut out, FlushDecompress::Sync)
+            .unwrap();
+        assert_eq!(
+            reference.total_in() - before,
+            input.len() as u64,
+            "the reference inflater took the whole payload"
+        );
+        out
+    }
+
+    /// Feeds `frames` to a receiver one at a time and checks stream `id`: every payload
+    /// within `max_frame_size`; after each encoded frame the receiver has exactly
+    /// `input`'s prefix up to a flush end, the same bytes as the reference.
+    pub(super) fn check_on_arrival(
+        frames: &[Frame],
+        id: u8,
+        input: &[u8],
+        max_frame_size: usize,
+        flush_ends: &BTreeSet<usize>,
+    ) {
+        let id = StreamId(id);
+        let mut incoming =
+            IncomingStreams::new(Side::Client, Profiles::default(), DecodeLimits::default());
+        let mut reference = Decompress::new(false);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for (n, f) in frames.iter().enumerate() {
+            let mine = f.stream_id() == id;
+            let encoded = f.stream_flags().contains(StreamFlags::ENCODED);
+            assert!(f.payload().len() <= max_frame_size, "frame {n} too large");
+            if mine && encoded {
+                want.extend(inflate(&mut reference, f.payload()));
+            }
+            let Some(f) = incoming.on_frame(f.clone()).unwrap() else {
+                continue;
+            };
+            if !mine || !encoded {
+                continue;
+            }
+            got.extend_from_slice(f.payload());
+            assert!(
+                got == want,
+                "frame {n}: the receiver and the reference differ"
+            );
+            assert!(
+                flush_ends.contains(&got.len()),
+                "frame {n}: {} decoded bytes is not where a flush ended",
+                got.len()
+            );
+            assert!(got[..] == input[..got.len()], "frame {n}: wrong bytes");
+        }
+        assert!(got == input, "{} of {} bytes", got.len(), input.len());
+    }
+
+    fn check_streaming(input: &[u8], pushes: &[usize], max_frame_size: usize, level: i32) {
+        let mut s = stream(2, max_frame_size, level);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for (i, &len) in pushes.iter().enumerate() {
+            let eos = i + 1 == pushes.len();
+            push(&mut s, 1, &input[offset..offset + len], eos, &mut out);
+            offset += len;
+        }
+        s.end(&mut out).unwrap();
+        let ends = flush_ends(pushes, s.max_flush_raw_len());
+        check_on_arrival(&out, 2, &input[..offset], max_frame_size, &ends);
+    }
+
+    #[test]
+    fn deflate_frames_end_where_flushes_end() {
+        // 8 bytes is the smallest frame a deflate stream takes (its stream-settings).
+        // Smaller inputs for the tiny frames, which flush every byte or two.
+        for input in [text(120_000, 1), random(60_000, 2), mixed(120_000, 3)] {
+            for max in [8, 11, 100, 1000, 9000, 32768, 65535, 300_000] {
+                let input = &input[..if max < 100 { 6000 } else { input.len() }];
+                let pushes = [input.len() / 2, 1, 17, input.len() / 2 - 18];
+                for level in [0, 1, 6, 9] {
+                    check_streaming(input, &pushes, max, level);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deflate_frames_of_incompressible_data_are_exactly_the_size_limit() {
+        // Stored blocks: a flush of n bytes is n + 10 on the wire less the 4-byte tail,
+        // which is the bound, so every frame but the last is exactly full.
+        for (max, level) in [(32768, 6), (4096, 0), (8, 0), (65535, 9)] {
+            let input = random(if max < 100 { 3000 } else { 200_000 }, 4);
+            let mut s = stream(2, max, level);
+            let mut out = Vec::new();
+            push(&mut s, 1, &input, true, &mut out);
+            let encoded: Vec<&Frame> = out
+                .iter()
+                .filter(|f| f.stream_flags().contains(StreamFlags::ENCODED))
+                .collect();
+            let (last, full) = encoded.split_last().unwrap();
+            let sizes: BTreeSet<usize> = full.iter().map(|f| f.payload().len()).collect();
+            assert!(
+                sizes.iter().all(|&n| n == max),
+                "frame size {max}, level {level}: {sizes:?}"
+            );
+            assert!(last.payload().len() <= max);
+            let ends = flush_ends(&[input.len()], s.max_flush_raw_len());
+            check_on_arrival(&out, 2, &input, max, &ends);
+        }
+    }
+
+    #[test]
+    fn deflate_small_messages_each_end_in_their_own_frame() {
+        let mut s = stream(2, 32768, 6);
+        let mut out = Vec::new();
+        let mut input = Vec::new();
+        let mut pushes = Vec::new();
+        for i in 0..300u64 {
+            let m = if i % 5 == 0 {
+                random(40 + i as usize, i)
+            } else {
+                text(100 + (i as usize * 37) % 900, i)
+            };
+            input.extend_from_slice(&m);
+            pushes.push(m.len());
+            push(&mut s, 1 + 2 * (i as u16 % 100), &m, true, &mut out);
+        }
+        let ends = flush_ends(&pushes, s.max_flush_raw_len());
+        check_on_arrival(&out, 2, &input, 32768, &ends);
+    }
+
+    #[test]
+    fn deflate_level_changes_still_decode_on_arrival() {
+        let mut s = stream(2, 4096, 6);
+        let mut out = Vec::new();
+        let mut input = Vec::new();
+        let mut pushes = Vec::new();
+        for (i, level) in [6, 1, 9, 0, 3, 6].into_iter().enumerate() {
+            s.set_level(level).unwrap();
+            let m = mixed(30_000 + i * 1000, i as u64);
+            input.extend_from_slice(&m);
+            pushes.push(m.len());
+            push(&mut s, 1, &m, false, &mut out);
+        }
+        assert!(s.set_level(10).is_err());
+        let ends = flush_ends(&pushes, s.max_flush_raw_len());
+        check_on_arrival(&out, 2, &input, 4096, &ends);
+    }
+
+    #[test]
+    fn deflate_parallel_streams_each_decode_on_arrival() {
+        let parts = [text(200_000, 6), mixed(150_000, 7), random(100_000, 8)];
+        let jobs = parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let s = stream(2 + 2 * i as u8, 1000, 6);
+                let part = part.clone();
+                let job = move |w: &mut StreamWriter<'_>| -> Result<(), StreamError> {
+                    let pieces = part.chunks(100_000).count();
+                    for (k, piece) in part.chunks(100_000).enumerate() {
+                        w.push_data(
+                            RequestId(1 + 2 * i as u16),
+                            FrameType::BytesResponse,
+                            Bytes::copy_from_slice(piece),
+                            k + 1 == pieces,
+                        )?;
+                    }
+                    w.end()
+                };
+                (s, job)
+            })
+            .collect();
+        let mut frames = Vec::new();
+        let streams = ParallelEncoder::new()
+            .batch_bytes(10_000)
+            .run(jobs, |f| {
+                frames.push(f);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        for (i, part) in parts.iter().enumerate() {
+            let pushes: Vec<usize> = part.chunks(100_000).map(<[u8]>::len).collect();
+            let ends = flush_ends(&pushes, streams[i].max_flush_raw_len());
+            check_on_arrival(&frames, 2 + 2 * i as u8, part, 1000, &ends);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn deflate_any_pushes_decode_on_arrival(
+            kinds in prop::collection::vec((0u8..3, 0usize..30_000), 1..5),
+            max in prop_oneof![8usize..300, 300usize..40_000, Just(32768usize)],
+            level in 0i32..10,
+            seed in any::<u64>(),
+        ) {
+            let mut input = Vec::new();
+            let mut pushes = Vec::new();
+            for (k, (kind, len)) in kinds.into_iter().enumerate() {
+                let s = seed.wrapping_add(k as u64);
+                input.extend(match kind {
+                    0 => text(len, s),
+                    1 => random(len, s),
+                    _ => mixed(len, s),
+                });
+                pushes.push(len);
+            }
+            check_streaming(&input, &pushes, max, level);
+        }
+    }
 }

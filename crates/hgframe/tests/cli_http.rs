@@ -566,6 +566,96 @@ fn call_gives_up_at_its_idle_timeout_on_every_transport() {
 }
 
 #[test]
+fn serve_uses_deflate_when_it_prefers_it_and_the_client_accepts_it() {
+    // deflate first in the server's order (streams of tiny messages); the client's
+    // HgFrame-Encodings header decides among what the server lists.
+    let curl = curl();
+    let served = Served::start(&[
+        "--encoding",
+        "deflate",
+        "--encoding",
+        "zstd-8mb",
+        "--encoding",
+        "identity",
+        "--level",
+        "6",
+    ]);
+    let dir = served.root.path();
+    let request = dir.join("request.bin");
+    let encoded = hgframe(
+        &[
+            "frames",
+            "encode",
+            "1 1 stream-begin command-name have-args echo",
+            r"1 1 0 command-argument eoa \x01\x00\x05\x00ahello",
+        ],
+        b"",
+    );
+    std::fs::write(&request, ok_bytes(&encoded)).unwrap();
+    let url = format!("http://{}/api/exp-http-v2-0001/ro/echo", served.addr);
+    for (accepts, settings) in [
+        ("zstd-8mb, deflate, identity", Some(r"\x07deflate")),
+        ("deflate", Some(r"\x07deflate")),
+        ("zstd-8mb, identity", Some(r"\x08zstd-8mb")),
+        ("identity", None),
+    ] {
+        let answer = dir.join("answer.bin");
+        let out = Command::new(curl)
+            .args(["-sS", "--fail", "-o"])
+            .arg(&answer)
+            .args([
+                "-H",
+                &format!("Accept: {MEDIA_TYPE}"),
+                "-H",
+                &format!("Content-Type: {MEDIA_TYPE}"),
+                "-H",
+                &format!("HgFrame-Encodings: {accepts}"),
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", request.display()))
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let decoded = ok(&hgframe(
+            &["frames", "decode", answer.to_str().unwrap()],
+            b"",
+        ));
+        let first = decoded.lines().next().unwrap_or_default();
+        match settings {
+            Some(profile) => {
+                assert!(first.contains("stream-settings"), "{accepts}: {decoded}");
+                assert!(first.ends_with(profile), "{accepts}: {decoded}");
+                assert!(decoded.contains("encoded"), "{accepts}: {decoded}");
+            }
+            None => assert!(!decoded.contains("stream-settings"), "{decoded}"),
+        }
+        let unpacked = hgframe(&["frames", "unpack", answer.to_str().unwrap()], b"");
+        assert_eq!(ok(&unpacked), "a=hello\n", "{accepts}");
+    }
+    // A level deflate lacks is refused before anything listens, naming the option.
+    let out = hgframe(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--encoding",
+            "deflate",
+            "--level",
+            "12",
+        ],
+        b"",
+    );
+    let stderr = failed(&out, 2);
+    assert!(stderr.contains("--level"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn serve_refuses_an_unusable_option_before_it_listens() {
     // A zstd level out of range used to be accepted, and every zstd response then
     // never started. Now nothing listens: exit 2, the option named.

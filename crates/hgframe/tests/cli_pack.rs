@@ -444,3 +444,72 @@ fn unpack_reads_a_file() {
     let o = hgframe(&["frames", "unpack", "/nonexistent/frames.bin"], b"");
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn deflate_pack_then_unpack_gives_the_input_back() {
+    // Text, noise, and many tiny pieces; frame sizes down to 8 bytes, the size of the
+    // deflate stream-settings frame; one and two streams; levels 0, 6 and 9.
+    let mut noisy = text(300_000, 8);
+    noisy.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    for input in [Vec::new(), b"x".to_vec(), text(3 << 20, 9), noisy] {
+        for (streams, max, level) in [
+            ("1", "32768", "6"),
+            ("2", "32768", "0"),
+            ("2", "1000", "9"),
+            ("1", "8", "6"),
+            ("1", "200000", "1"),
+        ] {
+            if max == "8" && input.len() > 400_000 {
+                continue; // a flush of a byte or two per frame: slow, and said above
+            }
+            let args = [
+                "frames",
+                "pack",
+                "--encoding",
+                "deflate",
+                "--streams",
+                streams,
+                "--max-frame-size",
+                max,
+                "--level",
+                level,
+            ];
+            let what = format!("{} bytes, {args:?}", input.len());
+            let packed = hgframe(&args, &input);
+            assert!(packed.status.success(), "{what}: {}", stderr(&packed));
+            let frames = frames_of(&packed.stdout);
+            let max: usize = max.parse().unwrap();
+            assert!(frames.iter().all(|f| f.payload().len() <= max), "{what}");
+            if !input.is_empty() {
+                assert_eq!(&frames[0].payload()[..], b"\x07deflate", "{what}");
+            }
+            let unpacked = hgframe(&["frames", "unpack"], &packed.stdout);
+            assert!(unpacked.status.success(), "{what}: {}", stderr(&unpacked));
+            assert!(unpacked.stdout == input, "{what}: round trip differs");
+        }
+    }
+    // Compressible text: deflate shrinks it.
+    let input = text(1 << 20, 10);
+    let packed = hgframe(&["frames", "pack", "--encoding", "deflate"], &input);
+    assert!(
+        packed.stdout.len() * 2 < input.len(),
+        "{}",
+        packed.stdout.len()
+    );
+}
+
+#[test]
+fn deflate_pack_refuses_a_level_or_frame_size_it_cannot_use() {
+    for (args, needle) in [
+        (&["--level", "10"][..], "level"),
+        (&["--level", "-1"][..], "level"),
+        (&["--max-frame-size", "7"][..], "stream-settings"),
+    ] {
+        let mut all = vec!["frames", "pack", "--encoding", "deflate"];
+        all.extend_from_slice(args);
+        let o = hgframe(&all, b"data");
+        assert_eq!(o.status.code(), Some(2), "{all:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{all:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{all:?}");
+    }
+}

@@ -1,8 +1,9 @@
 //! Content encodings: how a stream's payloads are transformed on the wire.
 //!
 //! A *profile* ([`Profile`]) is a named encoding (docs/protocol.md): `identity` (no change,
-//! always supported) and, with the `zstd` feature, `zstd-8mb` (Zstandard with at most an
-//! 8 MiB window). An application can register its own in [`Profiles`].
+//! always supported), with the `zstd` feature, `zstd-8mb` (Zstandard with at most an
+//! 8 MiB window), and with the `deflate` feature, `deflate` (raw deflate, sync-flushed,
+//! the `00 00 ff ff` tail stripped). An application can register its own in [`Profiles`].
 //!
 //! Encoders and decoders are sans-IO: buffer in, buffer out. A [`ContentEncoder`] keeps
 //! one context for the whole stream and *flushes* at every frame boundary, so that
@@ -12,6 +13,8 @@
 //! Profiles are trait objects (`Arc<dyn Profile>`), so a program that registers only
 //! `identity` does not link the zstd code it does not use.
 
+#[cfg(feature = "deflate")]
+mod deflate;
 mod identity;
 mod negotiate;
 #[cfg(feature = "zstd")]
@@ -24,6 +27,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+#[cfg(feature = "deflate")]
+pub use deflate::{Deflate, DeflateDecoder, DeflateEncoder, DEFLATE, SYNC_TAIL};
 pub use identity::{Identity, IDENTITY};
 pub use negotiate::{parse_accept_list, MAX_ACCEPT_ENTRIES};
 #[cfg(feature = "zstd")]
@@ -192,6 +197,14 @@ pub trait Profile: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Bytes that end every flush of this profile's encoder
+    /// ([`ContentEncoder::encode_flush`]) and that the sender leaves out at the end of
+    /// each encoded frame; the decoder puts them back before decoding a payload
+    /// (`deflate`: `00 00 ff ff`). Empty by default: frames carry the flushes whole.
+    fn stripped_tail(&self) -> &'static [u8] {
+        &[]
+    }
+
     /// The places in `data` (accepted by [`Profile::check_precompressed`]) where a frame
     /// may end so that everything before it decodes, appended to `boundaries` as for
     /// [`ContentEncoder::encode_one_pass`] (offsets relative to `data`, the last at its
@@ -243,14 +256,15 @@ impl EncodingSettings {
 /// The profiles a side knows, in its order of preference. Cheap to clone (profiles are
 /// shared).
 ///
-/// [`Profiles::default`] holds `zstd-8mb` (with the `zstd` feature) then `identity`;
-/// `identity` is always present.
+/// [`Profiles::default`] holds `zstd-8mb` (with the `zstd` feature), `deflate` (with the
+/// `deflate` feature), then `identity`; `identity` is always present. Which one a server
+/// prefers is its own list, given to [`Profiles::negotiate`].
 ///
 /// ```
 /// use hgframe_stream::Profiles;
 /// let profiles = Profiles::default();
-/// # #[cfg(feature = "zstd")]
-/// assert_eq!(profiles.accept_list(), "zstd-8mb, identity");
+/// # #[cfg(all(feature = "zstd", feature = "deflate"))]
+/// assert_eq!(profiles.accept_list(), "zstd-8mb, deflate, identity");
 /// // We prefer zstd but the peer only takes identity.
 /// assert_eq!(profiles.negotiate(&["zstd-8mb", "identity"], &["identity"]), "identity");
 /// ```
@@ -269,6 +283,8 @@ impl Default for Profiles {
     fn default() -> Self {
         #[allow(unused_mut)]
         let mut profiles = Self::identity_only();
+        #[cfg(feature = "deflate")]
+        profiles.register_preferred(Arc::new(Deflate));
         #[cfg(feature = "zstd")]
         profiles.register_preferred(Arc::new(Zstd8Mb::default()));
         profiles
@@ -333,7 +349,7 @@ impl Profiles {
     }
 
     /// The names as an accept list, most preferred first (the value of the HTTP header
-    /// `HgFrame-Encodings`): `"zstd-8mb, identity"`.
+    /// `HgFrame-Encodings`): `"zstd-8mb, deflate, identity"`.
     pub fn accept_list(&self) -> String {
         self.names().collect::<Vec<_>>().join(", ")
     }
@@ -396,11 +412,11 @@ mod tests {
         assert_eq!(p.negotiate(&[], &["x"]), "identity");
     }
 
-    #[cfg(feature = "zstd")]
+    #[cfg(all(feature = "zstd", feature = "deflate"))]
     #[test]
     fn default_prefers_zstd() {
         let p = Profiles::default();
-        assert_eq!(p.accept_list(), "zstd-8mb, identity");
+        assert_eq!(p.accept_list(), "zstd-8mb, deflate, identity");
         assert_eq!(
             p.negotiate(&["zstd-8mb", "identity"], &["identity", "zstd-8mb"]),
             "zstd-8mb"

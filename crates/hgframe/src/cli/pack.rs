@@ -49,7 +49,7 @@ const DEFAULT_MAX_HELD: u64 = 64 << 30;
 #[derive(Debug, clap::Args)]
 pub(crate) struct PackArgs {
     /// Content encoding of every stream.
-    #[arg(long, default_value = "identity", value_parser = ["identity", "zstd-8mb"])]
+    #[arg(long, default_value = "identity", value_parser = ["identity", "zstd-8mb", "deflate"])]
     encoding: String,
     /// Largest frame payload on the wire.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_SIZE,
@@ -58,7 +58,7 @@ pub(crate) struct PackArgs {
     /// Number of streams (and requests) the input is cut into, encoded concurrently.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=127))]
     streams: u8,
-    /// zstd compression level.
+    /// Compression level (zstd: negative to 22; deflate: 0 to 9).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     level: i32,
 }

@@ -27,11 +27,13 @@ pub(crate) struct ServeArgs {
     /// Directory the commands work in; paths never leave it.
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
-    /// Content encoding of responses, in order of preference (repeatable); a client
-    /// gets the first it accepts, else identity. Default: zstd-8mb, identity.
+    /// Content encoding of responses, in order of preference (repeatable): zstd-8mb,
+    /// deflate or identity; a client gets the first it accepts, else identity.
+    /// Default: zstd-8mb, identity.
     #[arg(long = "encoding", value_name = "PROFILE")]
     encodings: Vec<String>,
-    /// Zstandard level of compressed responses.
+    /// Level of compressed responses, valid for every listed encoding (zstd: negative
+    /// to 22; deflate: 0 to 9).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     level: i32,
     /// Also serve the byte-stream transport on this TCP address.
