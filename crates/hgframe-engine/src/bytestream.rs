@@ -58,7 +58,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::client::driver::Input;
-use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
+use crate::client::{
+    Batch, Call, CallQueue, ClientOptions, ClientStats, Counters, ResponseStream, Session,
+};
 use crate::error::Error;
 use crate::exchange::Scope;
 use crate::output::{write_all_chunks, FrameInput};
@@ -201,6 +203,8 @@ pub struct Connection {
     driver: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
     child: Option<tokio::process::Child>,
+    counters: Arc<Counters>,
+    max_pending_calls: usize,
 }
 
 impl Connection {
@@ -212,6 +216,7 @@ impl Connection {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let (driver, calls, accepts) = options.new_driver(true);
+        let counters = driver.counters();
         let offered = driver.offered_extensions();
         let accepted = driver.accepted_extensions();
         let codec =
@@ -226,6 +231,8 @@ impl Connection {
             driver,
             writer,
             child: None,
+            counters,
+            max_pending_calls: options.max_pending_calls(),
         };
         let only_identity = accepts
             .split(',')
@@ -245,6 +252,7 @@ impl Connection {
                     for line in answer.lines() {
                         if let Some(profile) = line.strip_prefix("encoding=") {
                             conn.encoding = profile.to_owned();
+                            conn.counters.set_profile(profile);
                         } else if let Some(list) = line.strip_prefix("extensions=") {
                             // Before any later call: nothing used them yet.
                             accepted.set(Extensions::parse(list));
@@ -313,6 +321,23 @@ impl Connection {
     /// of `calls`. If the connection has ended, every call fails.
     pub fn call_many(&self, calls: Vec<Call>) -> Batch {
         self.calls.call_many(calls)
+    }
+
+    /// The connection's client-side counters so far: the profile chosen, bytes on the
+    /// wire and decoded in both directions, calls and errors.
+    pub fn stats(&self) -> ClientStats {
+        self.counters.snapshot()
+    }
+
+    /// Turns the connection into a [`Session`]: a cloneable handle that any number of
+    /// tasks call through concurrently, with at most
+    /// [`ClientOptions::set_max_pending_calls`] calls pending (fails if that is 0).
+    /// The connection closes when the last handle is closed or dropped.
+    pub fn session(self) -> Result<Session, Error> {
+        let calls = self.calls.clone();
+        let counters = Arc::clone(&self.counters);
+        let max_pending = self.max_pending_calls;
+        Session::build(calls, max_pending, counters, Some(self))
     }
 
     /// Says there will be no more calls, waits for every response to end and the

@@ -47,10 +47,10 @@ pub use body::FrameBody;
 pub use client::Client;
 pub use config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 pub use hgframe_engine::{
-    bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, ClientOptions, Command,
-    CommandError, CommandInput, ConfigError, DataReader, Disconnected, Duplex, EngineConfig, Error,
-    ErrorKind, ExchangeObserver, ExchangeStats, Handler, MemoryBudget, Outcome, Permission,
-    Registry, Responder, Response, ResponseEvent, ResponseStream, Server, StreamCounters, TextAtom,
-    Transport, DEFAULT_PREFIX, MEDIA_TYPE, RESERVED_NAMES,
+    bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, ClientOptions, ClientStats,
+    Command, CommandError, CommandInput, ConfigError, DataReader, Disconnected, Duplex,
+    EngineConfig, Error, ErrorKind, ExchangeObserver, ExchangeStats, Handler, MemoryBudget,
+    Outcome, Permission, Registry, Responder, Response, ResponseEvent, ResponseStream, Server,
+    Session, StreamCounters, TextAtom, Transport, DEFAULT_PREFIX, MEDIA_TYPE, RESERVED_NAMES,
 };
 pub use server::{serve, serve_service, HgFrameService};
