@@ -42,6 +42,8 @@ pub struct Client {
     http: hyper_util::client::legacy::Client<HttpConnector, FrameBody>,
     base: String,
     options: ClientOptions,
+    /// Totals of the exchanges of `call` and `call_many` (a session counts its own).
+    counters: Arc<Counters>,
 }
 
 impl Client {
@@ -80,7 +82,16 @@ impl Client {
             http,
             base,
             options,
+            counters: Arc::default(),
         })
+    }
+
+    /// Client-side counters of every exchange of [`Self::call`] and [`Self::call_many`]
+    /// so far (shared by the clones of this client): bytes on the wire and decoded in
+    /// both directions, calls, errors, and the last profile the server announced. A
+    /// [`Session`] counts its own ([`Session::stats`]).
+    pub fn stats(&self) -> hgframe_engine::ClientStats {
+        self.counters.snapshot()
     }
 
     /// Calls one command (at `<prefix>/<its permission>/<name>`). Returns once the server
@@ -145,7 +156,10 @@ impl Client {
 
     async fn exchange(&self, path: &str, calls: Calls) -> Result<Answers, Error> {
         let options = &self.options;
-        let (driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
+        let (mut driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
+        if !matches!(calls, Calls::Session) {
+            driver.share_counters(Arc::clone(&self.counters));
+        }
         let (offered, accepted) = (driver.offered_extensions(), driver.accepted_extensions());
         let answers = match calls {
             Calls::One(call) => Answers::One(queue.call(call)?),

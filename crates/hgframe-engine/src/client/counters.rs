@@ -28,6 +28,8 @@ pub struct ClientStats {
     pub request_decoded_bytes: u64,
     /// Bytes of frames received (headers included), as on the wire.
     pub response_wire_bytes: u64,
+    /// Frames received.
+    pub response_frames: u64,
     /// Bytes of response data after content decoding.
     pub response_decoded_bytes: u64,
 }
@@ -41,6 +43,7 @@ pub struct Counters {
     request_wire: AtomicU64,
     request_decoded: AtomicU64,
     response_wire: AtomicU64,
+    response_frames: AtomicU64,
     response_decoded: AtomicU64,
 }
 
@@ -73,6 +76,7 @@ impl Counters {
     }
 
     pub(crate) fn received(&self, wire: usize) {
+        add(&self.response_frames, 1);
         add(&self.response_wire, wire);
     }
 
@@ -95,6 +99,7 @@ impl Counters {
             request_wire_bytes: self.request_wire.load(Ordering::Relaxed),
             request_decoded_bytes: self.request_decoded.load(Ordering::Relaxed),
             response_wire_bytes: self.response_wire.load(Ordering::Relaxed),
+            response_frames: self.response_frames.load(Ordering::Relaxed),
             response_decoded_bytes: self.response_decoded.load(Ordering::Relaxed),
         }
     }
@@ -116,7 +121,7 @@ mod tests {
         c.received_decoded(30);
         let s = c.snapshot();
         assert_eq!(s.profile, "zstd-8mb");
-        assert_eq!((s.calls, s.errors), (1, 1));
+        assert_eq!((s.calls, s.errors, s.response_frames), (1, 1, 1));
         assert_eq!(
             (
                 s.request_wire_bytes,

@@ -178,6 +178,12 @@ impl Driver {
         }
     }
 
+    /// Counts into `counters` (shared with other exchanges: totals of a client) instead
+    /// of the exchange's own.
+    pub fn share_counters(&mut self, counters: Arc<Counters>) {
+        self.counters = counters;
+    }
+
     /// The exchange's client-side counters, updated as it runs.
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
