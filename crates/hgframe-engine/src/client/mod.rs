@@ -7,6 +7,8 @@
 //! (`call_many`) answer with a [`Batch`]: the events of all of them, tagged with the
 //! call's index, in the order they arrive, for one consumer; [`Batch::collect`] gathers
 //! every response.
+//! A [`Session`] shares one long-lived exchange (a byte stream, or one HTTP/2 exchange
+//! kept open) among any number of tasks, with bounded pending calls and counters.
 //!
 //! How to read them: [the crate's rule](crate#reading-responses).
 //!
