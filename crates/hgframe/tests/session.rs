@@ -318,3 +318,47 @@ async fn when_the_channel_ends_calls_in_flight_fail_and_nothing_is_replayed() {
     assert_eq!(held.runs.load(Ordering::SeqCst), 1, "a call was replayed");
     assert_eq!(session.stats().errors, 1);
 }
+
+/// The server ends an h2c exchange that owes it input and makes no progress for its
+/// `idle_timeout` (default 60 s; 300 ms here): an idle session over h2c ends then, and
+/// says so; a new session works. Nothing is retried by itself.
+#[tokio::test]
+async fn an_h2c_session_the_server_ends_says_so_and_a_new_one_works() {
+    let server = TestServer::start(|config, _| {
+        config
+            .engine_mut()
+            .set_idle_timeout(Some(Duration::from_millis(300)));
+    })
+    .await;
+    let mut options = ClientOptions::default();
+    options.set_http2_prior_knowledge(true);
+    let client = Client::with_options(&server.url(), options).unwrap();
+    let session = within(client.session(Permission::ReadOnly)).await.unwrap();
+    let answer = within(
+        within(session.call(Call::new("echo").arg("a", "1")))
+            .await
+            .unwrap()
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&answer.data[..], b"a=1\n");
+    within(async {
+        while !session.is_closed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let e = within(session.call(Call::new("echo"))).await.unwrap_err();
+    assert!(e.message().contains("open a new session"), "{e}");
+    let again = within(client.session(Permission::ReadOnly)).await.unwrap();
+    let answer = within(
+        within(again.call(Call::new("echo").arg("b", "2")))
+            .await
+            .unwrap()
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&answer.data[..], b"b=2\n");
+}
