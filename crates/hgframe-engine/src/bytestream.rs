@@ -196,6 +196,10 @@ where
 /// ([`ClientOptions::set_window`]) allows. Read the responses as
 /// [the crate's rule](crate#reading-responses) says: a [`Batch`] by one consumer, several
 /// [`ResponseStream`]s in any order (concurrently is best).
+///
+/// A `Connection` is not `Clone` (it owns the tasks that run it, and a child process);
+/// to share it among tasks that each hold a handle, turn it into a [`Session`]
+/// ([`Connection::session`]), which also bounds the calls pending.
 #[derive(Debug)]
 pub struct Connection {
     calls: CallQueue,
