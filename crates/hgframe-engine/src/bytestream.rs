@@ -67,7 +67,9 @@ use tracing::Instrument;
 
 use crate::caller::Caller;
 use crate::client::driver::Input;
-use crate::client::{Batch, Call, CallQueue, ClientOptions, ResponseStream};
+use crate::client::{
+    Batch, Call, CallQueue, ClientOptions, ClientStats, Counters, ResponseStream, Session,
+};
 use crate::error::Error;
 use crate::exchange::Scope;
 use crate::output::{write_all_chunks, FrameInput, OutputChunk};
@@ -282,6 +284,10 @@ where
 /// ([`ClientOptions::set_window`]) allows. Read the responses as
 /// [the crate's rule](crate#reading-responses) says: a [`Batch`] by one consumer, several
 /// [`ResponseStream`]s in any order (concurrently is best).
+///
+/// A `Connection` is not `Clone` (it owns the tasks that run it, and a child process);
+/// to share it among tasks that each hold a handle, turn it into a [`Session`]
+/// ([`Connection::session`]), which also bounds the calls pending.
 #[derive(Debug)]
 pub struct Connection {
     calls: CallQueue,
@@ -289,6 +295,8 @@ pub struct Connection {
     driver: tokio::task::JoinHandle<()>,
     writer: tokio::task::JoinHandle<()>,
     child: Option<tokio::process::Child>,
+    counters: Arc<Counters>,
+    max_pending_calls: usize,
 }
 
 impl Connection {
@@ -300,6 +308,7 @@ impl Connection {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let (driver, calls, accepts) = options.new_driver(true);
+        let counters = driver.counters();
         let offered = driver.offered_extensions();
         let accepted = driver.accepted_extensions();
         let codec =
@@ -314,6 +323,8 @@ impl Connection {
             driver,
             writer,
             child: None,
+            counters,
+            max_pending_calls: options.max_pending_calls(),
         };
         let only_identity = accepts
             .split(',')
@@ -333,6 +344,7 @@ impl Connection {
                     for line in answer.lines() {
                         if let Some(profile) = line.strip_prefix("encoding=") {
                             conn.encoding = profile.to_owned();
+                            conn.counters.set_profile(profile);
                         } else if let Some(list) = line.strip_prefix("extensions=") {
                             // Before any later call: nothing used them yet.
                             accepted.set(Extensions::parse(list));
@@ -401,6 +413,23 @@ impl Connection {
     /// of `calls`. If the connection has ended, every call fails.
     pub fn call_many(&self, calls: Vec<Call>) -> Batch {
         self.calls.call_many(calls)
+    }
+
+    /// The connection's client-side counters so far: the profile chosen, bytes on the
+    /// wire and decoded in both directions, calls and errors.
+    pub fn stats(&self) -> ClientStats {
+        self.counters.snapshot()
+    }
+
+    /// Turns the connection into a [`Session`]: a cloneable handle that any number of
+    /// tasks call through concurrently, with at most
+    /// [`ClientOptions::set_max_pending_calls`] calls pending (fails if that is 0).
+    /// The connection closes when the last handle is closed or dropped.
+    pub fn session(self) -> Result<Session, Error> {
+        let calls = self.calls.clone();
+        let counters = Arc::clone(&self.counters);
+        let max_pending = self.max_pending_calls;
+        Session::build(calls, max_pending, counters, Some(self))
     }
 
     /// Says there will be no more calls, waits for every response to end and the

@@ -82,8 +82,8 @@ mod stats;
 pub use admission::{BlockingPool, Charge, JobFailed, MemoryBudget};
 pub use caller::{Caller, PeerAddr, Principal};
 pub use client::{
-    Batch, BatchEvent, Call, CallData, ClientOptions, Response, ResponseEvent, ResponseStream,
-    DEFAULT_PREFIX, MEDIA_TYPE,
+    Batch, BatchEvent, Call, CallData, ClientOptions, ClientStats, Response, ResponseEvent,
+    ResponseStream, Session, DEFAULT_PREFIX, MEDIA_TYPE,
 };
 pub use command::{
     Command, CommandError, CommandInput, DataReader, Disconnected, Handler, Permission, Registry,
@@ -103,5 +103,5 @@ pub use stats::{ExchangeStats, Outcome, StreamCounters, Transport};
 pub mod __private {
     //! For `hgframe-http` only: the client driver, which its HTTP client runs.
     pub use crate::client::driver::{AcceptedExtensions, Driver, Input, Item, NewCall};
-    pub use crate::client::CallQueue;
+    pub use crate::client::{CallQueue, Counters};
 }

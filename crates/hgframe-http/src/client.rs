@@ -16,9 +16,11 @@
 //! ```
 
 use futures_util::TryStreamExt;
-use hgframe_engine::__private::Input;
+use std::sync::Arc;
+
+use hgframe_engine::__private::{CallQueue, Counters, Input};
 use hgframe_engine::{
-    Batch, Call, ClientOptions, Error, ErrorKind, FrameInput, Permission, ResponseStream,
+    Batch, Call, ClientOptions, Error, ErrorKind, FrameInput, Permission, ResponseStream, Session,
 };
 use hgframe_wire::codec::FrameCodec;
 use http::{header, Request, StatusCode, Uri};
@@ -40,6 +42,8 @@ pub struct Client {
     http: hyper_util::client::legacy::Client<HttpConnector, FrameBody>,
     base: String,
     options: ClientOptions,
+    /// Totals of the exchanges of `call` and `call_many` (a session counts its own).
+    counters: Arc<Counters>,
 }
 
 impl Client {
@@ -78,7 +82,16 @@ impl Client {
             http,
             base,
             options,
+            counters: Arc::default(),
         })
+    }
+
+    /// Client-side counters of every exchange of [`Self::call`] and [`Self::call_many`]
+    /// so far (shared by the clones of this client): bytes on the wire and decoded in
+    /// both directions, calls, errors, and the last profile the server announced. A
+    /// [`Session`] counts its own ([`Session::stats`]).
+    pub fn stats(&self) -> hgframe_engine::ClientStats {
+        self.counters.snapshot()
     }
 
     /// Calls one command (at `<prefix>/<its permission>/<name>`). Returns once the server
@@ -102,13 +115,57 @@ impl Client {
         self.exchange(&path, Calls::Many(calls)).await?.many()
     }
 
+    /// Opens a session: one `multirequest` exchange with `permission`, kept open over
+    /// HTTP/2 (h2c, [`ClientOptions::set_http2_prior_knowledge`]), on which any number
+    /// of tasks call concurrently through clones of the [`Session`]. Each direction has
+    /// one compression context for the session's life. Returns once the server has
+    /// started answering (an HTTP error status is an error here).
+    ///
+    /// HTTP/1.1 is refused: it is half duplex (the server answers once the request has
+    /// ended), so an exchange kept open would never answer.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), hgframe_http::Error> {
+    /// use hgframe_http::{Call, Client, ClientOptions, Permission};
+    /// let mut options = ClientOptions::default();
+    /// options.set_http2_prior_knowledge(true);
+    /// let client = Client::with_options("http://127.0.0.1:8000", options)?;
+    /// let session = client.session(Permission::ReadOnly).await?;
+    /// let answer = session.call(Call::new("echo").arg("a", "1")).await?.collect().await?;
+    /// assert_eq!(&answer.data[..], b"a=1\n");
+    /// # Ok(()) }
+    /// ```
+    pub async fn session(&self, permission: Permission) -> Result<Session, Error> {
+        if !self.options.http2_prior_knowledge() {
+            return Err(Error::invalid(
+                "a session needs a full-duplex exchange: HTTP/1.1 is half duplex (the server \
+                 answers only once the request has ended), so use HTTP/2 \
+                 (ClientOptions::set_http2_prior_knowledge, `hgframe call --http2`), or \
+                 Client::call_many for a batch over HTTP/1.1",
+            ));
+        }
+        self.options.validate()?;
+        let path = format!("{}/multirequest", permission.as_str());
+        match self.exchange(&path, Calls::Session).await? {
+            Answers::Session(queue, counters) => {
+                Session::from_parts(queue, &self.options, counters)
+            }
+            _ => Err(Error::closed("no session")),
+        }
+    }
+
     async fn exchange(&self, path: &str, calls: Calls) -> Result<Answers, Error> {
         let options = &self.options;
-        let (driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
+        let (mut driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
+        if !matches!(calls, Calls::Session) {
+            driver.share_counters(Arc::clone(&self.counters));
+        }
         let (offered, accepted) = (driver.offered_extensions(), driver.accepted_extensions());
         let answers = match calls {
             Calls::One(call) => Answers::One(queue.call(call)?),
             Calls::Many(calls) => Answers::Many(queue.call_many(calls)),
+            // The request stays open while the session's handles live.
+            Calls::Session => Answers::Session(queue.clone(), driver.counters()),
         };
         // No more calls: the request ends once these are sent.
         drop(queue);
@@ -169,26 +226,28 @@ impl Client {
 enum Calls {
     One(Call),
     Many(Vec<Call>),
+    Session,
 }
 
 /// Their answers.
 enum Answers {
     One(ResponseStream),
     Many(Batch),
+    Session(CallQueue, Arc<Counters>),
 }
 
 impl Answers {
     fn one(self) -> Result<ResponseStream, Error> {
         match self {
             Self::One(stream) => Ok(stream),
-            Self::Many(_) => Err(Error::closed("no response stream")),
+            Self::Many(_) | Self::Session(..) => Err(Error::closed("no response stream")),
         }
     }
 
     fn many(self) -> Result<Batch, Error> {
         match self {
             Self::Many(batch) => Ok(batch),
-            Self::One(_) => Err(Error::closed("no batch")),
+            Self::One(_) | Self::Session(..) => Err(Error::closed("no batch")),
         }
     }
 }

@@ -49,10 +49,11 @@ pub use body::FrameBody;
 pub use client::Client;
 pub use config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 pub use hgframe_engine::{
-    bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, Caller, ClientOptions, Command,
-    CommandError, CommandInput, ConfigError, DataReader, Disconnected, Duplex, EngineConfig, Error,
-    ErrorKind, ExchangeObserver, ExchangeStats, Handler, MemoryBudget, Outcome, PeerAddr,
-    Permission, Principal, Registry, Responder, Response, ResponseEvent, ResponseStream, Server,
-    State, StreamCounters, TextAtom, Transport, DEFAULT_PREFIX, MEDIA_TYPE, RESERVED_NAMES,
+    bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, Caller, ClientOptions,
+    ClientStats, Command, CommandError, CommandInput, ConfigError, DataReader, Disconnected,
+    Duplex, EngineConfig, Error, ErrorKind, ExchangeObserver, ExchangeStats, Handler, MemoryBudget,
+    Outcome, PeerAddr, Permission, Principal, Registry, Responder, Response, ResponseEvent,
+    ResponseStream, Server, Session, State, StreamCounters, TextAtom, Transport, DEFAULT_PREFIX,
+    MEDIA_TYPE, RESERVED_NAMES,
 };
 pub use server::{serve, serve_service, HgFrameService};

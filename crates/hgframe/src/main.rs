@@ -25,7 +25,7 @@ enum Command {
     Debug(DebugCommand),
     /// Run the server (HTTP; also TCP or stdio byte streams).
     Serve(cli::serve::ServeArgs),
-    /// Send one command to a server.
+    /// Send one command to a server, or many over one session (--batch).
     Call(cli::call::CallArgs),
     /// Show what the protocol is for, on real files over loopback.
     Demo(cli::demo::DemoArgs),

@@ -31,11 +31,13 @@ use futures_util::StreamExt;
 use hgframe_reactor::{ClientEvent, ClientReactor, ErrorKind as EventKind, ReactorError};
 use hgframe_wire::codec::CodecError;
 use hgframe_wire::extension::{Extension, Extensions};
+use hgframe_wire::payload::stream_settings::StreamSettings;
 use hgframe_wire::payload::text_output::TextAtom;
-use hgframe_wire::{Frame, RequestId};
+use hgframe_wire::{Frame, FrameType, RequestId, HEADER_LEN};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::client::counters::Counters;
 use crate::client::queue::{Budget, Queue, Sink};
 use crate::client::{Call, CallData};
 use crate::error::Error;
@@ -127,6 +129,7 @@ pub struct Driver {
     accepted_seen: Extensions,
     /// When each call with a deadline gives up.
     deadlines: HashMap<RequestId, Instant>,
+    counters: Arc<Counters>,
 }
 
 /// The extensions a server accepted, told to a running driver by its transport (the
@@ -171,7 +174,19 @@ impl Driver {
             accepted: AcceptedExtensions::default(),
             accepted_seen: Extensions::none(),
             deadlines: HashMap::new(),
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts into `counters` (shared with other exchanges: totals of a client) instead
+    /// of the exchange's own.
+    pub fn share_counters(&mut self, counters: Arc<Counters>) {
+        self.counters = counters;
+    }
+
+    /// The exchange's client-side counters, updated as it runs.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
     }
 
     /// The extensions the client offers (for the transport to say so).
@@ -224,6 +239,7 @@ impl Driver {
                     match permit {
                         Some(permit) => {
                             self.reactor.poll_transmit(&mut buf, self.chunk);
+                            self.counters.sent(buf.len());
                             permit.send(Ok(buf.split().freeze()));
                         }
                         None => {
@@ -255,6 +271,7 @@ impl Driver {
                 }
                 frame = next_frame(frames.as_mut()), if can_read => match frame {
                     Some(Ok(frame)) => {
+                        self.count_frame(&frame);
                         let events = self.reactor.on_frame(frame);
                         self.on_events(events);
                     }
@@ -272,6 +289,22 @@ impl Driver {
         }
     }
 
+    /// Counts a frame from the server; notes the profile its stream settings name.
+    fn count_frame(&self, frame: &Frame) {
+        self.counters.received(HEADER_LEN + frame.payload().len());
+        if frame.known_type() == Some(FrameType::StreamSettings) {
+            if let Ok(settings) = StreamSettings::parse(frame.payload()) {
+                self.counters.set_profile(&settings.profile);
+            }
+        }
+    }
+
+    /// Tells `sink` its call failed (counted once: the request is no longer routed).
+    fn fail(&self, sink: &Sink, error: Error) {
+        self.counters.error();
+        sink.push(Item::Failed(error));
+    }
+
     /// Calls whose deadline passed fail with a timeout, and are cancelled on the server
     /// if it accepted `cancel`.
     fn on_deadlines(&mut self) {
@@ -287,10 +320,15 @@ impl Driver {
             let Some(sink) = self.requests.remove(&request) else {
                 continue;
             };
-            sink.push(Item::Failed(Error::new(
-                crate::error::ErrorKind::Timeout,
-                format!("request {request}: the call's deadline passed before its response ended"),
-            )));
+            self.fail(
+                &sink,
+                Error::new(
+                    crate::error::ErrorKind::Timeout,
+                    format!(
+                        "request {request}: the call's deadline passed before its response ended"
+                    ),
+                ),
+            );
             self.sources.retain(|s| s.request != request);
             if self.reactor.extensions().contains(Extension::Cancel) {
                 if let Err(e) = self.reactor.cancel(request) {
@@ -410,6 +448,12 @@ impl Driver {
             deadline,
             ..
         } = call;
+        let decoded = name.len()
+            + args.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+            + match &data {
+                Some(CallData::Bytes(data)) => data.len(),
+                _ => 0,
+            };
         let result = match data {
             None => self.reactor.call_command(name.as_bytes(), args, None),
             Some(CallData::Bytes(data)) => {
@@ -425,6 +469,8 @@ impl Driver {
         };
         match result {
             Ok(request) => {
+                self.counters.call();
+                self.counters.sent_decoded(decoded);
                 self.track(&events.queue);
                 self.requests.insert(request, events);
                 if let Some(after) = deadline {
@@ -433,7 +479,7 @@ impl Driver {
             }
             Err(e) => {
                 let error = Error::invalid(format!("cannot issue {name}: {e}"));
-                events.push(Item::Failed(error));
+                self.fail(&events, error);
             }
         }
     }
@@ -450,7 +496,10 @@ impl Driver {
         // before the next one exists); the end is an empty `eos` frame.
         let sent = match piece {
             Some(Ok(piece)) if piece.is_empty() => Ok(()),
-            Some(Ok(piece)) => self.reactor.send_command_data(request, piece, false),
+            Some(Ok(piece)) => {
+                self.counters.sent_decoded(piece.len());
+                self.reactor.send_command_data(request, piece, false)
+            }
             None => {
                 self.sources.pop_front();
                 self.reactor.send_command_data(request, Bytes::new(), true)
@@ -497,7 +546,10 @@ impl Driver {
                 None
             };
             let item = match event {
-                ClientEvent::ResponseData { data, eos, .. } => Item::Data(data, eos),
+                ClientEvent::ResponseData { data, eos, .. } => {
+                    self.counters.received_decoded(data.len());
+                    Item::Data(data, eos)
+                }
                 ClientEvent::TextOutput { atoms, .. } => Item::Text(atoms),
                 ClientEvent::Progress {
                     topic,
@@ -505,11 +557,18 @@ impl Driver {
                     total,
                     ..
                 } => Item::Progress(topic, position, total),
-                ClientEvent::Error { kind, message, .. } => Item::Failed(match kind {
-                    EventKind::Application => Error::application(message),
-                    EventKind::Protocol => Error::protocol(message),
-                    _ => Error::closed(message),
-                }),
+                ClientEvent::Error { kind, message, .. } => {
+                    // Final: counted only for a call still routed (a call that timed
+                    // out was counted then).
+                    if ended.is_some() {
+                        self.counters.error();
+                    }
+                    Item::Failed(match kind {
+                        EventKind::Application => Error::application(message),
+                        EventKind::Protocol => Error::protocol(message),
+                        _ => Error::closed(message),
+                    })
+                }
                 _ => continue,
             };
             match ended {
@@ -526,12 +585,12 @@ impl Driver {
     /// Tells every request in flight (and every call not issued yet) the same failure.
     fn fail_all(&mut self, error: &Error) {
         self.deadlines.clear();
-        for (_, sink) in self.requests.drain() {
-            sink.push(Item::Failed(error.duplicate()));
+        for (_, sink) in std::mem::take(&mut self.requests) {
+            self.fail(&sink, error.duplicate());
         }
         self.calls.close();
         while let Ok(call) = self.calls.try_recv() {
-            call.events.push(Item::Failed(error.duplicate()));
+            self.fail(&call.events, error.duplicate());
         }
         self.calls_open = false;
         self.sources.clear();

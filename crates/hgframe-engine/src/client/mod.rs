@@ -7,6 +7,8 @@
 //! (`call_many`) answer with a [`Batch`]: the events of all of them, tagged with the
 //! call's index, in the order they arrive, for one consumer; [`Batch::collect`] gathers
 //! every response.
+//! A [`Session`] shares one long-lived exchange (a byte stream, or one HTTP/2 exchange
+//! kept open) among any number of tasks, with bounded pending calls and counters.
 //!
 //! How to read them: [the crate's rule](crate#reading-responses).
 //!
@@ -19,8 +21,10 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod counters;
 pub(crate) mod driver;
 pub(crate) mod queue;
+pub(crate) mod session;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -33,8 +37,10 @@ use futures_util::Stream;
 use hgframe_reactor::{ClientConfig, ClientReactor};
 use tokio::sync::mpsc;
 
+pub use self::counters::{ClientStats, Counters};
 use self::driver::{Driver, Item, NewCall};
 use self::queue::{Budget, Popped, Queue, Receiver, Sink};
+pub use self::session::Session;
 use crate::command::Permission;
 use crate::error::Error;
 use crate::TextAtom;
@@ -228,6 +234,9 @@ fn ended_early() -> Error {
 pub struct ResponseStream {
     rx: Receiver,
     finished: bool,
+    /// A session's place for this call, given back when the response ends (or the
+    /// stream is dropped).
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ResponseStream {
@@ -235,7 +244,17 @@ impl ResponseStream {
         Self {
             rx,
             finished: false,
+            permit: None,
         }
+    }
+
+    pub(crate) fn hold(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.permit = Some(permit);
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.permit = None;
     }
 
     /// The next event; `None` once the response is complete. Cancel-safe.
@@ -267,7 +286,9 @@ impl ResponseStream {
             };
             return Poll::Ready(match popped {
                 Popped::Item(_, Item::Data(data, eos)) => {
-                    self.finished = eos;
+                    if eos {
+                        self.finish();
+                    }
                     if data.is_empty() && eos {
                         return Poll::Ready(None);
                     }
@@ -285,11 +306,11 @@ impl ResponseStream {
                     }))
                 }
                 Popped::Item(_, Item::Failed(e)) | Popped::Evicted(e) => {
-                    self.finished = true;
+                    self.finish();
                     Some(Err(e))
                 }
                 Popped::Closed => {
-                    self.finished = true;
+                    self.finish();
                     Some(Err(ended_early()))
                 }
             });
@@ -521,6 +542,11 @@ pub struct CallQueue {
 }
 
 impl CallQueue {
+    /// Whether the driver has ended (no call can be issued any more).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues one call.
     pub fn call(&self, call: Call) -> Result<ResponseStream, Error> {
         let rx = Queue::open(&self.budget);
@@ -560,6 +586,7 @@ pub struct ClientOptions {
     response_buffer: usize,
     transmit_chunk: usize,
     window: usize,
+    max_pending_calls: usize,
 }
 
 impl Default for ClientOptions {
@@ -575,6 +602,7 @@ impl Default for ClientOptions {
             response_buffer: 256 << 20,
             transmit_chunk: 64 << 10,
             window: 64,
+            max_pending_calls: 256,
         }
     }
 }
@@ -656,6 +684,38 @@ impl ClientOptions {
     pub fn set_profiles(&mut self, profiles: hgframe_stream::Profiles) -> &mut Self {
         self.profiles = profiles;
         self
+    }
+
+    /// Calls of a [`Session`] not ended yet (issued, or waiting for the window), default
+    /// 256: [`Session::call`] waits for one to end beyond that (back-pressure on the
+    /// callers, so the calls queued, and their data, stay bounded). 0 is refused by
+    /// [`Self::validate`].
+    pub fn set_max_pending_calls(&mut self, n: usize) -> &mut Self {
+        self.max_pending_calls = n;
+        self
+    }
+
+    /// See [`Self::set_max_pending_calls`].
+    pub fn max_pending_calls(&self) -> usize {
+        self.max_pending_calls
+    }
+
+    /// Checks the settings that have no safe clamp; a session refuses options that fail.
+    ///
+    /// ```
+    /// use hgframe_engine::ClientOptions;
+    /// let mut options = ClientOptions::default();
+    /// assert!(options.validate().is_ok());
+    /// assert!(options.set_max_pending_calls(0).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_pending_calls == 0 {
+            return Err(Error::invalid(
+                "max_pending_calls must be at least 1 (a session with no room for a call \
+                 could never call)",
+            ));
+        }
+        Ok(())
     }
 
     /// The encodings offered, as a header value.

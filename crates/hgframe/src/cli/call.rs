@@ -1,6 +1,8 @@
 //! `hgframe call URL COMMAND [NAME=VALUE]... [--data FILE|-] [--encodings LIST]`: one
 //! command, its response bytes to stdout, its text output to stderr; exit 1 with the
 //! error's message on an error response. `--prefix PATH` replaces the HTTP URL prefix.
+//! `hgframe call URL --batch FILE|- [--concurrency N] [--stats]`: many commands over
+//! one session (`batch.rs`).
 //!
 //! URL is the server root: `http://HOST:PORT` (or a bare `HOST:PORT`), `tcp://HOST:PORT`
 //! for the byte-stream transport, or `stdio:PROGRAM ARGS...` (one argument, split at
@@ -21,29 +23,45 @@ use super::{CliResult, Failure};
 #[derive(Debug, clap::Args)]
 pub(crate) struct CallArgs {
     /// The server: http://HOST:PORT, tcp://HOST:PORT, or "stdio:PROGRAM ARGS...".
-    url: String,
-    /// The command to call.
-    command: String,
+    pub(crate) url: String,
+    /// The command to call (not with --batch).
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    command: Option<String>,
     /// Arguments of the command.
-    #[arg(value_name = "NAME=VALUE")]
+    #[arg(value_name = "NAME=VALUE", conflicts_with = "batch")]
     args: Vec<String>,
     /// The command's data: a file, or `-` for stdin.
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(long, value_name = "FILE|-", conflicts_with = "batch")]
     data: Option<PathBuf>,
+    /// Many commands over one session: JSON Lines from FILE or `-` (stdin), one
+    /// `{"command":..,"args":{..},"data":..}` per line; one JSON line out per command
+    /// as it completes.
+    #[arg(long, value_name = "FILE|-")]
+    pub(crate) batch: Option<PathBuf>,
+    /// With --batch: calls in flight at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub(crate) concurrency: Option<usize>,
+    /// With --batch: print the session's counters as one JSON object on stderr at the
+    /// end.
+    #[arg(long)]
+    pub(crate) stats: bool,
     /// Content encodings to accept, best first, comma separated (default: all this
     /// build knows).
     #[arg(long, value_name = "LIST")]
     encodings: Option<String>,
-    /// The permission to ask for over HTTP (default: rw for put, ro otherwise).
+    /// The permission to ask for over HTTP (default: rw for put, or a batch with a
+    /// put; ro otherwise).
     #[arg(long, value_parser = ["ro", "rw"])]
-    permission: Option<String>,
-    /// Speak HTTP/2 without upgrade (h2c): full duplex.
+    pub(crate) permission: Option<String>,
+    /// Speak HTTP/2 without upgrade (h2c): full duplex (a --batch then runs over one
+    /// exchange kept open).
     #[arg(long)]
-    http2: bool,
+    pub(crate) http2: bool,
     /// Give up (exit 1) when the server makes no progress for this many seconds:
-    /// connecting, answering, or between two pieces of the answer. 0 waits forever.
+    /// connecting, answering, or between two pieces of the answer (with --batch:
+    /// between two answers). 0 waits forever.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
-    idle_timeout: u64,
+    pub(crate) idle_timeout: u64,
     /// URL prefix of the commands over HTTP, in place of /api/exp-http-v2-0001
     /// (tcp:// and stdio: have no URL and ignore it).
     #[arg(long, value_name = "PATH")]
@@ -52,7 +70,7 @@ pub(crate) struct CallArgs {
 
 /// Awaits `fut`, or fails when `idle` passes first (a peer that never answers must not
 /// hang the command). `None` waits forever.
-async fn within<T>(
+pub(crate) async fn within<T>(
     idle: Option<Duration>,
     what: &str,
     fut: impl Future<Output = T>,
@@ -69,13 +87,13 @@ async fn within<T>(
 }
 
 /// Where to send the call.
-enum Target {
+pub(crate) enum Target {
     Http(String),
     Tcp(String),
     Stdio(String, Vec<String>),
 }
 
-fn target(url: &str) -> Result<Target, Failure> {
+pub(crate) fn target(url: &str) -> Result<Target, Failure> {
     if let Some(addr) = url.strip_prefix("tcp://") {
         return Ok(Target::Tcp(addr.trim_end_matches('/').to_owned()));
     }
@@ -94,8 +112,8 @@ fn target(url: &str) -> Result<Target, Failure> {
     )))
 }
 
-pub(crate) fn run(args: CallArgs) -> CliResult {
-    let target = target(&args.url)?;
+/// The client options of every form of `call`.
+pub(crate) fn options(args: &CallArgs) -> ClientOptions {
     let mut options = ClientOptions::default();
     if let Some(list) = &args.encodings {
         options.set_encodings(&hgframe_stream::parse_accept_list(list));
@@ -104,13 +122,29 @@ pub(crate) fn run(args: CallArgs) -> CliResult {
     if let Some(prefix) = &args.prefix {
         options.set_prefix(prefix);
     }
+    options
+}
+
+pub(crate) fn run(args: CallArgs) -> CliResult {
+    let target = target(&args.url)?;
+    if args.batch.is_some() {
+        return super::batch::run(&args, target);
+    }
+    if args.stats || args.concurrency.is_some() {
+        return Err(Failure::usage("--stats and --concurrency go with --batch"));
+    }
+    let options = options(&args);
+    let command = args
+        .command
+        .clone()
+        .ok_or_else(|| Failure::usage("call needs a COMMAND (or --batch)"))?;
     let permission = match args.permission.as_deref() {
         Some("rw") => Permission::ReadWrite,
         Some(_) => Permission::ReadOnly,
-        None if args.command == "put" => Permission::ReadWrite,
+        None if command == "put" => Permission::ReadWrite,
         None => Permission::ReadOnly,
     };
-    let mut call = Call::new(args.command.clone()).permission(permission);
+    let mut call = Call::new(command).permission(permission);
     for arg in &args.args {
         let (name, value) = arg
             .split_once('=')
@@ -208,7 +242,7 @@ async fn print_response(mut response: ResponseStream, idle: Option<Duration>) ->
 
 /// An application error is reported with the server's message as is; anything else
 /// says what kind of failure it was.
-fn failure(e: hgframe_http::Error) -> Failure {
+pub(crate) fn failure(e: hgframe_http::Error) -> Failure {
     if e.is_application() {
         Failure::bad(e.message())
     } else {

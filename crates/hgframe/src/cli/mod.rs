@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+pub(crate) mod batch;
 pub(crate) mod call;
 pub(crate) mod debug;
 pub(crate) mod demo;
