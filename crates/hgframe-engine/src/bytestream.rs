@@ -307,6 +307,7 @@ impl Connection {
         R: AsyncRead + Send + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        options.validate()?;
         let (driver, calls, accepts) = options.new_driver(true);
         let counters = driver.counters();
         let offered = driver.offered_extensions();
@@ -364,6 +365,7 @@ impl Connection {
 
     /// A TCP connection to `addr` (`HOST:PORT`).
     pub async fn connect_tcp(addr: &str, options: ClientOptions) -> Result<Self, Error> {
+        options.validate()?;
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| Error::io(format!("cannot connect to {addr}"), e))?;

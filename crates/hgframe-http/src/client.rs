@@ -55,6 +55,7 @@ impl Client {
 
     /// A client with these settings.
     pub fn with_options(url: &str, options: ClientOptions) -> Result<Self, Error> {
+        options.validate()?;
         let url = if url.contains("://") {
             url.to_owned()
         } else {

@@ -42,11 +42,13 @@ pub struct DecodeLimits {
     /// The most bytes a stream may decode to per byte of encoded payload it sent,
     /// counted over the stream's life beyond [`Self::expansion_allowance`] (default
     /// 1000, at least 1). So a compression bomb costs its sender: 43 KB of zstd decode
-    /// to at most 1 MiB + 43 MB, not 1 GB. Data more compressible than this (long runs
-    /// of one byte) must be sent with a lighter encoding.
+    /// to at most 64 MiB + 43 MB, not 1 GB. A stream more compressible than this past
+    /// its allowance (long runs of one byte) must be sent with a lighter encoding, or
+    /// the receiver must raise the limit.
     pub max_expansion_ratio: u32,
     /// Bytes a stream may decode to before [`Self::max_expansion_ratio`] applies
-    /// (default 1 MiB), so small, very compressible messages always pass.
+    /// (default 64 MiB), so small and medium, very compressible messages always pass
+    /// (a 4 MiB run of one byte compresses about 2000 times).
     pub expansion_allowance: usize,
 }
 
@@ -56,7 +58,7 @@ impl Default for DecodeLimits {
             max_decoded_frame_len: 1 << 20,
             max_decoding_streams: 16,
             max_expansion_ratio: 1000,
-            expansion_allowance: 1 << 20,
+            expansion_allowance: 64 << 20,
         }
     }
 }

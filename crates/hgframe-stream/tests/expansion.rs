@@ -53,7 +53,9 @@ fn feed(limits: DecodeLimits, frames: &[Frame]) -> (u64, u64, Option<StreamError
 #[test]
 fn a_bomb_under_the_frame_cap_is_stopped_by_the_expansion_ratio() {
     let frames = zero_bomb(256 << 20);
-    let (wire, decoded, error) = feed(DecodeLimits::default(), &frames);
+    let mut limits = DecodeLimits::default();
+    limits.expansion_allowance(1 << 20);
+    let (wire, decoded, error) = feed(limits, &frames);
     let error = error.expect("the bomb is refused");
     assert!(error.is_protocol_violation());
     assert_eq!(error.stream_id(), Some(StreamId(2)));

@@ -999,3 +999,18 @@ async fn a_batch_of_200_large_responses_over_h2c_collects_in_call_order() {
 async fn a_batch_of_200_large_responses_over_h2c_is_read_as_it_arrives() {
     large_batch_as_it_arrives(h2c()).await;
 }
+
+#[tokio::test]
+async fn an_unknown_encoding_name_is_refused_not_dropped() {
+    let mut options = ClientOptions::default();
+    options.set_encodings(&["zstd", "identity"]);
+    let e = Client::with_options("127.0.0.1:1", options.clone()).unwrap_err();
+    assert!(
+        e.message().contains("unknown content encoding \"zstd\""),
+        "{e}"
+    );
+    let e = hgframe_http::bytestream::Connection::connect_tcp("127.0.0.1:1", options)
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("unknown content encoding"), "{e}");
+}

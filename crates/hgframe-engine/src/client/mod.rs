@@ -622,6 +622,9 @@ impl ClientOptions {
 
     /// The content encodings to accept, best first; default: every profile this build
     /// decodes. The server never uses one not listed; `identity` is always understood.
+    /// A name this build does not decode is refused by [`Self::validate`] (so by every
+    /// client and connection), not dropped: a typo would otherwise silently cost the
+    /// compression.
     pub fn set_encodings<S: AsRef<str>>(&mut self, encodings: &[S]) -> &mut Self {
         self.encodings = Some(encodings.iter().map(|s| s.as_ref().to_owned()).collect());
         self
@@ -700,15 +703,30 @@ impl ClientOptions {
         self.max_pending_calls
     }
 
-    /// Checks the settings that have no safe clamp; a session refuses options that fail.
+    /// Checks the settings that have no safe clamp; clients, connections and sessions
+    /// refuse options that fail.
     ///
     /// ```
     /// use hgframe_engine::ClientOptions;
     /// let mut options = ClientOptions::default();
     /// assert!(options.validate().is_ok());
+    /// let err = options.clone().set_encodings(&["zstd"]).validate().unwrap_err();
+    /// assert!(err.message().contains("unknown content encoding \"zstd\""));
     /// assert!(options.set_max_pending_calls(0).validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(unknown) = self
+            .encodings
+            .iter()
+            .flatten()
+            .find(|name| !self.profiles.contains(name))
+        {
+            let known: Vec<&str> = self.profiles.names().collect();
+            return Err(Error::invalid(format!(
+                "unknown content encoding {unknown:?}: this build decodes {}",
+                known.join(", ")
+            )));
+        }
         if self.max_pending_calls == 0 {
             return Err(Error::invalid(
                 "max_pending_calls must be at least 1 (a session with no room for a call \
