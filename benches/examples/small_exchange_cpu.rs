@@ -12,8 +12,9 @@
 //! The server runs on one thread (a current-thread runtime), the client on another; each
 //! side's CPU is its thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) over the round's
 //! exchanges. The process's CPU time is printed too, as a check that no other thread did
-//! the work. Prints the per-exchange CPU of each variant (median of the rounds), and the
-//! median of each round's ratio to `identity`. Goal: zstd with the pool at most 1.3x
+//! the work. Prints the per-exchange CPU of each variant (median of the rounds), the
+//! median of each round's ratio to `identity`, and the ratio of the minimums (the least
+//! disturbed round of each variant). Goal: zstd with the pool at most 1.3x
 //! identity, on each side. With `ONLY=0`, `1` or `2` it runs that variant alone, for
 //! `perf record`.
 #![allow(missing_docs)]
@@ -232,9 +233,14 @@ fn main() {
             println!("{line}");
         }
         println!();
-        println!("variant         server µs  client µs  process µs  server / identity  client / identity");
+        println!(
+            "variant         server µs  client µs  process µs  server / identity  client / identity  (ratio of the minimums: server, client)"
+        );
         for (i, variant) in VARIANTS.iter().enumerate() {
             let col = |f: &dyn Fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+            let min = |i: usize, f: &dyn Fn(&Sample) -> f64| {
+                samples[i].iter().map(f).fold(f64::INFINITY, f64::min)
+            };
             let ratio = |f: &dyn Fn(&Sample) -> f64| {
                 median(
                     samples[i]
@@ -244,14 +250,18 @@ fn main() {
                         .collect(),
                 )
             };
+            let server = |s: &Sample| us(s.server);
+            let client = |s: &Sample| us(s.client);
             println!(
-                "{:<14}  {:>9.1}  {:>9.1}  {:>10.1}  {:>16.2}x  {:>16.2}x",
+                "{:<14}  {:>9.1}  {:>9.1}  {:>10.1}  {:>16.2}x  {:>16.2}x  ({:.2}x, {:.2}x)",
                 variant.name,
-                col(&|s| us(s.server)),
-                col(&|s| us(s.client)),
+                col(&server),
+                col(&client),
                 col(&|s| us(s.process)),
-                ratio(&|s| us(s.server)),
-                ratio(&|s| us(s.client)),
+                ratio(&server),
+                ratio(&client),
+                min(i, &server) / min(0, &server),
+                min(i, &client) / min(0, &client),
             );
         }
         println!();

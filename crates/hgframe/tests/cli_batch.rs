@@ -216,3 +216,56 @@ fn call_help_names_the_batch_form() {
     let out = hgframe(&["--help"], b"");
     assert!(String::from_utf8_lossy(&out.stdout).contains("--batch"));
 }
+
+#[test]
+fn a_batch_goes_under_the_prefix_given() {
+    let served = Served::start();
+    let input = b"{\"command\":\"echo\",\"args\":{\"a\":\"1\"}}\n";
+    // The default prefix works; another one reaches nothing on this server (404).
+    let out = hgframe(
+        &[
+            "call",
+            &served.http,
+            "--batch",
+            "-",
+            "--prefix",
+            "/api/exp-http-v2-0001/",
+        ],
+        input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(answers(&out)[&0]["data"], "a=1\n");
+    let out = hgframe(
+        &["call", &served.http, "--batch", "-", "--prefix", "nope"],
+        input,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let answers = answers(&out);
+    assert_eq!(answers[&0]["ok"], false);
+    assert!(
+        answers[&0]["error"].as_str().unwrap().contains("404"),
+        "{}",
+        answers[&0]
+    );
+    // Over h2c the session itself is refused: exit 1 with the status, no line.
+    let out = hgframe(
+        &[
+            "call",
+            &served.http,
+            "--batch",
+            "-",
+            "--http2",
+            "--prefix",
+            "nope",
+        ],
+        input,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("404"), "{stderr}");
+}
