@@ -226,9 +226,12 @@ async fn no_room_for_a_pending_call_is_refused() {
     let mut options = ClientOptions::default();
     options.set_max_pending_calls(0);
     assert!(options.validate().is_err());
-    let (server, _) = held_server();
-    let (session, _serving) = session_on(server, options).await;
-    let e = session.unwrap_err();
+    // Refused before anything is sent: by the connection that would carry the session.
+    let (client, _served) = tokio::io::duplex(64 << 10);
+    let (from_server, to_server) = tokio::io::split(client);
+    let e = within(Connection::new(from_server, to_server, options))
+        .await
+        .unwrap_err();
     assert!(e.message().contains("max_pending_calls"), "{e}");
 }
 
