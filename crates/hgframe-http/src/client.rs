@@ -23,23 +23,49 @@ use hgframe_engine::{
     Batch, Call, ClientOptions, Error, ErrorKind, FrameInput, Permission, ResponseStream, Session,
 };
 use hgframe_wire::codec::FrameCodec;
-use http::{header, Request, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::io::StreamReader;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
 
 use crate::body::FrameBody;
 use crate::config::{ENCODINGS_HEADER, EXTENSIONS_HEADER};
 use hgframe_wire::extension::Extensions;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What carries a client's HTTP exchanges: a tower service from a request (whose body is
+/// the frames) to the response's head and body. By default hyper's pooled client, with
+/// the [`Client::layer`]s added around it.
+pub type HttpService = BoxCloneSyncService<Request<FrameBody>, Response<Incoming>, BoxError>;
+
 /// An HTTP client: each [`Client::call`] or [`Client::call_many`] is one HTTP exchange.
 /// Connections are pooled and kept alive. Cloning is cheap.
+///
+/// Middleware goes around it as tower layers ([`Client::layer`]: authentication,
+/// retries of refused requests, tracing, timeouts), and fixed headers with
+/// [`Client::header`]:
+///
+/// ```
+/// use hgframe_http::Client;
+/// use http::{HeaderName, HeaderValue};
+/// let client = Client::new("http://127.0.0.1:8000")?
+///     .header(HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer alice"))
+///     .layer(tower::timeout::TimeoutLayer::new(std::time::Duration::from_secs(30)));
+/// # let _ = client;
+/// # Ok::<(), hgframe_http::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpConnector, FrameBody>,
+    http: HttpService,
+    /// Headers added to every request.
+    headers: HeaderMap,
     base: String,
     options: ClientOptions,
     /// Totals of the exchanges of `call` and `call_many` (a session counts its own).
@@ -78,13 +104,38 @@ impl Client {
         connector.set_nodelay(true);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .http2_only(options.http2_prior_knowledge())
-            .build(connector);
+            .build::<_, FrameBody>(connector);
         Ok(Self {
-            http,
+            http: BoxCloneSyncService::new(http.map_err(BoxError::from)),
+            headers: HeaderMap::new(),
             base,
             options,
             counters: Arc::default(),
         })
+    }
+
+    /// Wraps the HTTP service in `layer` (a tower layer: it sees every request before it
+    /// is sent and every response head before the client checks it). Layers added later
+    /// wrap the earlier ones.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HttpService>,
+        L::Service: Service<Request<FrameBody>, Response = Response<Incoming>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request<FrameBody>>>::Error: Into<BoxError>,
+        <L::Service as Service<Request<FrameBody>>>::Future: Send + 'static,
+    {
+        self.http = BoxCloneSyncService::new(layer.layer(self.http).map_err(Into::into));
+        self
+    }
+
+    /// Adds `name: value` to every request (`Authorization`, a tenant, a trace id).
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
     }
 
     /// Client-side counters of every exchange of [`Self::call`] and [`Self::call_many`]
@@ -178,11 +229,14 @@ impl Client {
         if !offered.is_empty() {
             request = request.header(EXTENSIONS_HEADER, offered.to_string());
         }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
         let request = request
             .body(FrameBody::frames(body_rx))
             .map_err(|e| Error::invalid(format!("cannot build the request: {e}")))?;
         let (head_tx, head_rx) = oneshot::channel();
-        let response = self.http.request(request);
+        let response = self.http.clone().oneshot(request);
         let media_type = options.media_type().to_owned();
         let max_payload = options.max_frame_payload();
         let head = async move {
@@ -254,10 +308,7 @@ impl Answers {
 }
 
 /// Checks the response's status and media type; returns its body.
-async fn check_response(
-    response: http::Response<hyper::body::Incoming>,
-    media_type: &str,
-) -> Result<hyper::body::Incoming, Error> {
+async fn check_response(response: Response<Incoming>, media_type: &str) -> Result<Incoming, Error> {
     let status = response.status();
     let content_type = response
         .headers()

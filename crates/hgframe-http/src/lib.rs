@@ -46,7 +46,7 @@ pub mod fuzzing;
 mod server;
 
 pub use body::FrameBody;
-pub use client::Client;
+pub use client::{Client, HttpService};
 pub use config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 pub use hgframe_engine::{
     bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, Caller, ClientOptions,

@@ -117,6 +117,52 @@ async fn a_handler_reads_the_principal_that_middleware_set_over_http1_and_h2c() 
 }
 
 #[tokio::test]
+async fn a_client_behind_a_tower_layer_that_adds_authorization_is_seen_by_the_handler() {
+    let (url, _stop) = start_authenticated().await;
+    let root = url
+        .trim_end_matches("/api/exp-http-v2-0001/ro/whoami")
+        .to_owned();
+    // Without credentials the layer in front of the server refuses the call.
+    let bare = hgframe_http::Client::new(&root).unwrap();
+    let e = bare.call(Call::new("whoami")).await.unwrap_err();
+    assert_eq!(e.http_status(), Some(http::StatusCode::UNAUTHORIZED), "{e}");
+    // A tower layer on the client adds them to every request.
+    let authed = bare.clone().layer(tower::util::MapRequestLayer::new(
+        |mut request: http::Request<hgframe_http::FrameBody>| {
+            request.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static("Bearer carol"),
+            );
+            request
+        },
+    ));
+    let answer = within(async { authed.call(Call::new("whoami")).await?.collect().await })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.data,
+        Bytes::from("principal=carol\npeer-loopback=true\ntag=-\ntransport=Http1\n")
+    );
+    // A fixed header, the same way.
+    let tagged = bare
+        .header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer dave"),
+        )
+        .header(
+            http::HeaderName::from_static("x-tag"),
+            http::HeaderValue::from_static("t9"),
+        );
+    let answer = within(async { tagged.call(Call::new("whoami")).await?.collect().await })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.data,
+        Bytes::from("principal=dave\npeer-loopback=true\ntag=t9\ntransport=Http1\n")
+    );
+}
+
+#[tokio::test]
 async fn a_byte_stream_caller_has_its_peer_address_and_no_principal() {
     let service = HgFrameService::new(registry(), ServerConfig::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
