@@ -16,7 +16,7 @@
 //! ```
 
 use futures_util::TryStreamExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hgframe_engine::__private::{CallQueue, Counters, Input};
 use hgframe_engine::{
@@ -35,7 +35,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::body::FrameBody;
-use crate::config::{ENCODINGS_HEADER, EXTENSIONS_HEADER};
+use crate::config::{DECODES_HEADER, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 use hgframe_wire::extension::Extensions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +70,9 @@ pub struct Client {
     options: ClientOptions,
     /// Totals of the exchanges of `call` and `call_many` (a session counts its own).
     counters: Arc<Counters>,
+    /// The profile to encode requests with, once a server said it decodes one
+    /// ([`ClientOptions::set_compress_requests`]).
+    request_encoding: Arc<Mutex<Option<String>>>,
 }
 
 impl Client {
@@ -111,6 +114,7 @@ impl Client {
             base,
             options,
             counters: Arc::default(),
+            request_encoding: Arc::default(),
         })
     }
 
@@ -206,8 +210,27 @@ impl Client {
         }
     }
 
+    /// The options of the next exchange: its requests encoded with the profile the
+    /// server said it decodes, if it did.
+    fn exchange_options(&self) -> std::borrow::Cow<'_, ClientOptions> {
+        let learned = self
+            .request_encoding
+            .lock()
+            .ok()
+            .and_then(|chosen| chosen.clone());
+        match learned {
+            Some(profile) => {
+                let mut options = self.options.clone();
+                options.reactor_mut().set_encoding(&profile);
+                std::borrow::Cow::Owned(options)
+            }
+            None => std::borrow::Cow::Borrowed(&self.options),
+        }
+    }
+
     async fn exchange(&self, path: &str, calls: Calls) -> Result<Answers, Error> {
-        let options = &self.options;
+        let options = self.exchange_options();
+        let options = options.as_ref();
         let (mut driver, queue, accepts) = options.new_driver(options.http2_prior_knowledge());
         if !matches!(calls, Calls::Session) {
             driver.share_counters(Arc::clone(&self.counters));
@@ -239,9 +262,13 @@ impl Client {
         let response = self.http.clone().oneshot(request);
         let media_type = options.media_type().to_owned();
         let max_payload = options.max_frame_payload();
+        let learn = self.learn_request_encoding();
         let head = async move {
             let checked = match response.await {
                 Ok(response) => {
+                    if let Some(learn) = learn {
+                        learn(response.headers());
+                    }
                     // Before the driver reads a frame that may use them.
                     let header = response.headers().get(EXTENSIONS_HEADER);
                     if let Some(list) = header.and_then(|v| v.to_str().ok()) {
@@ -274,6 +301,36 @@ impl Client {
                 "the exchange ended before the response started",
             )),
         }
+    }
+}
+
+impl Client {
+    /// What to do with a response's `hgframe-decodes` header: remember the first
+    /// profile we accept that the server decodes (other than `identity`), when requests
+    /// are to be compressed and their encoding was not chosen by hand.
+    fn learn_request_encoding(&self) -> Option<impl FnOnce(&HeaderMap) + Send + 'static> {
+        let options = &self.options;
+        if !options.compress_requests() || options.reactor().encoding() != hgframe_reactor::IDENTITY
+        {
+            return None;
+        }
+        let ours: Vec<String> = options
+            .accepted_encodings()
+            .into_iter()
+            .filter(|name| *name != hgframe_reactor::IDENTITY)
+            .map(str::to_owned)
+            .collect();
+        let slot = Arc::clone(&self.request_encoding);
+        Some(move |headers: &HeaderMap| {
+            let Some(list) = headers.get(DECODES_HEADER).and_then(|v| v.to_str().ok()) else {
+                return;
+            };
+            let theirs = hgframe_stream::parse_accept_list(list);
+            let chosen = ours.iter().find(|name| theirs.contains(name)).cloned();
+            if let Ok(mut slot) = slot.lock() {
+                *slot = chosen;
+            }
+        })
     }
 }
 

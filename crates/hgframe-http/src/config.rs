@@ -8,6 +8,11 @@ use hgframe_engine::{ConfigError, Duplex, EngineConfig, DEFAULT_PREFIX, MEDIA_TY
 /// The request header in which a client lists the content encodings it accepts.
 pub const ENCODINGS_HEADER: &str = "hgframe-encodings";
 
+/// The response header in which a server lists the content encodings it decodes, so
+/// that a client may encode its next requests with one of them (the protocol lets a
+/// sender use any profile its peer supports; only the peer can say which).
+pub const DECODES_HEADER: &str = "hgframe-decodes";
+
 /// The header of the extensions (docs/protocol.md, "Extensions"): in a request, those
 /// the client offers (`HgFrame-Extensions: cancel, progress`); in a response, those the
 /// server accepted, of the offered ones (sent only in answer to an offer, so a client

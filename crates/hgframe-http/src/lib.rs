@@ -47,7 +47,7 @@ mod server;
 
 pub use body::FrameBody;
 pub use client::{Client, HttpService};
-pub use config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
+pub use config::{ServerConfig, DECODES_HEADER, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 pub use hgframe_engine::{
     bytestream, Batch, BatchEvent, BlockingPool, Call, CallData, Caller, ClientOptions,
     ClientStats, Command, CommandError, CommandInput, ConfigError, DataReader, Disconnected,

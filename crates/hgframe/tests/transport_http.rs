@@ -1014,3 +1014,59 @@ async fn an_unknown_encoding_name_is_refused_not_dropped() {
         .unwrap_err();
     assert!(e.message().contains("unknown content encoding"), "{e}");
 }
+
+/// 256 KiB of text that compresses well.
+fn compressible() -> Bytes {
+    let line = b"the quick brown fox jumps over the lazy dog, again and again\n";
+    Bytes::from(line.repeat((256 << 10) / line.len()))
+}
+
+#[tokio::test]
+async fn requests_are_compressed_once_the_server_says_it_decodes_zstd() {
+    let server = TestServer::start(|_, _| {}).await;
+    let client = Client::new(&server.url()).unwrap();
+    let data = compressible();
+    // The first exchange cannot know: it goes raw, and learns what the server decodes.
+    let answer = client
+        .call(Call::new("echo").data(data.clone()))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(answer.data, data);
+    let first = client.stats();
+    assert!(first.request_wire_bytes >= data.len() as u64, "{first:?}");
+    // The next ones are encoded with zstd-8mb, and still answered right.
+    let answer = client
+        .call(Call::new("echo").data(data.clone()))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(answer.data, data);
+    let second = client.stats();
+    let wire = second.request_wire_bytes - first.request_wire_bytes;
+    assert!(
+        wire < data.len() as u64 / 20,
+        "{wire} bytes on the wire for {}",
+        data.len()
+    );
+
+    // Turned off, requests stay raw.
+    let mut options = ClientOptions::default();
+    options.set_compress_requests(false);
+    let raw_client = Client::with_options(&server.url(), options).unwrap();
+    for _ in 0..2 {
+        let answer = raw_client
+            .call(Call::new("echo").data(data.clone()))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(answer.data, data);
+    }
+    assert!(raw_client.stats().request_wire_bytes >= 2 * data.len() as u64);
+}

@@ -587,6 +587,7 @@ pub struct ClientOptions {
     transmit_chunk: usize,
     window: usize,
     max_pending_calls: usize,
+    compress_requests: bool,
 }
 
 impl Default for ClientOptions {
@@ -603,6 +604,7 @@ impl Default for ClientOptions {
             transmit_chunk: 64 << 10,
             window: 64,
             max_pending_calls: 256,
+            compress_requests: true,
         }
     }
 }
@@ -630,12 +632,41 @@ impl ClientOptions {
         self
     }
 
+    /// The encodings set with [`Self::set_encodings`], if any (else every profile of
+    /// [`Self::profiles`]), best first.
+    pub fn accepted_encodings(&self) -> Vec<&str> {
+        match &self.encodings {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => self.profiles.names().collect(),
+        }
+    }
+
+    /// Whether the HTTP client encodes its requests once a server has said which
+    /// profiles it decodes (the response header `hgframe-decodes`), default true: the
+    /// first of [`Self::accepted_encodings`] the server decodes, other than `identity`,
+    /// for every later exchange. Only while the client's own stream is left at
+    /// `identity` ([`ClientConfig::set_encoding`] chooses one for good).
+    pub fn set_compress_requests(&mut self, enabled: bool) -> &mut Self {
+        self.compress_requests = enabled;
+        self
+    }
+
+    /// See [`Self::set_compress_requests`].
+    pub fn compress_requests(&self) -> bool {
+        self.compress_requests
+    }
+
     /// Speak HTTP/2 without upgrade (h2c), default false. Exchanges are then full
     /// duplex: responses arrive while the request is still being sent, and
     /// [`Self::set_window`] applies.
     pub fn set_http2_prior_knowledge(&mut self, enabled: bool) -> &mut Self {
         self.http2_prior_knowledge = enabled;
         self
+    }
+
+    /// The client reactor's settings.
+    pub fn reactor(&self) -> &ClientConfig {
+        &self.reactor
     }
 
     /// The client reactor's settings (frame sizes, limits, its own stream's encoding).
@@ -719,6 +750,7 @@ impl ClientOptions {
             .encodings
             .iter()
             .flatten()
+            .chain(std::iter::once(&self.reactor.encoding().to_owned()))
             .find(|name| !self.profiles.contains(name))
         {
             let known: Vec<&str> = self.profiles.names().collect();

@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use hgframe_engine::{Caller, ConfigError, Duplex, Error, Registry, Scope, Server, Transport};
 use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_stream::parse_accept_list;
-use http::{header, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use self::route::{route, text_response, Route, Target};
 use crate::body::FrameBody;
-use crate::config::{ServerConfig, ENCODINGS_HEADER, EXTENSIONS_HEADER};
+use crate::config::{ServerConfig, DECODES_HEADER, ENCODINGS_HEADER, EXTENSIONS_HEADER};
 use hgframe_wire::extension::Extensions;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,6 +62,8 @@ struct Shared {
     /// Reactor settings for `debugreflect`: deferred output, buffered data (it reports
     /// what the seed's reactor would).
     reflect: Arc<hgframe_reactor::ServerConfig>,
+    /// The profiles the server decodes, as the value of [`DECODES_HEADER`].
+    decodes: HeaderValue,
 }
 
 impl HgFrameService {
@@ -75,11 +77,16 @@ impl HgFrameService {
             .set_defer_output(true)
             .set_data_mode(DataMode::Buffered)
             .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
+        let names: Vec<&str> = server.config().profiles().names().collect();
+        let decodes = HeaderValue::from_str(&names.join(", ")).map_err(|_| {
+            ConfigError::new("profiles", "a profile name is not a valid header value")
+        })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 server,
                 reflect: Arc::new(reflect),
+                decodes,
             }),
         })
     }
@@ -198,7 +205,8 @@ impl HgFrameService {
         };
         let mut response = Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, config.media_type());
+            .header(header::CONTENT_TYPE, config.media_type())
+            .header(DECODES_HEADER, self.shared.decodes.clone());
         if let Some(accepted) = accepted {
             response = response.header(EXTENSIONS_HEADER, accepted.to_string());
         }
