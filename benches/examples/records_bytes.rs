@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Message sets:
-//! - `records`: 20,000 JSON records of about 139 bytes, generated deterministically
-//!   (RPC-like answers: id, method, path, size, time, owner, flags);
+//! - `records`: 20,000 JSON records of about 139 bytes, generated deterministically in
+//!   the shape of the corpus's `records.jsonl`;
 //! - `crates/ files`: every regular file under this repository's `crates/`, in sorted
 //!   path order, each file one message;
 //! - with `CORPUS_DIR` (docs/streams.md, "The benchmark corpus"): the first 20,000
@@ -120,17 +120,16 @@ fn deflate_direct(messages: &[Bytes], level: i32) -> usize {
     total
 }
 
-/// 20,000 RPC-like JSON records of about 139 bytes, the same on every run.
+/// 20,000 JSON records of about 139 bytes, the same on every run, shaped like the
+/// corpus's `records.jsonl` (one per function or class definition: module, name, kind,
+/// line, positional arguments, first line of the docstring).
 fn records() -> Vec<Bytes> {
-    let methods = [
-        "files.stat",
-        "files.read",
-        "repo.heads",
-        "repo.log",
-        "user.get",
+    const WORDS: [&str; 24] = [
+        "read", "write", "stream", "frame", "buffer", "request", "response", "header", "value",
+        "name", "path", "file", "index", "entry", "node", "token", "config", "cache", "encode",
+        "decode", "parse", "close", "open", "check",
     ];
-    let owners = ["alice", "bob", "carol", "dave", "erin", "frank"];
-    let dirs = ["src", "src/wire", "src/stream", "docs", "tests", "benches"];
+    const PACKAGES: [&str; 6] = ["email", "http", "json", "asyncio", "xml.dom", "importlib"];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         x ^= x << 13;
@@ -138,21 +137,60 @@ fn records() -> Vec<Bytes> {
         x ^= x << 17;
         x
     };
-    (0..20_000u64)
-        .map(|i| {
-            let r = next();
-            let method = methods[(r % 5) as usize];
-            let owner = owners[((r >> 8) % 6) as usize];
-            let dir = dirs[((r >> 16) % 6) as usize];
-            let file = (r >> 24) % 400;
-            let size = (r >> 32) % 200_000;
-            let time = 1_733_000_000 + i * 37 + (r >> 40) % 30;
-            let ok = (r >> 50) % 20 != 0;
-            Bytes::from(format!(
-                "{{\"id\":{i},\"method\":\"{method}\",\"path\":\"{dir}/file_{file:04}.rs\",\"size\":{size},\"mtime\":{time},\"owner\":\"{owner}\",\"ok\":{ok}}}"
-            ))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(20_000);
+    let (mut module, mut line) = (String::new(), 0u64);
+    for i in 0..20_000u64 {
+        let r = next();
+        let word = |k: u64| WORDS[((r >> (k * 5)) % 24) as usize];
+        if i % 40 == 0 {
+            module = format!("{}.{}", PACKAGES[(r % 6) as usize], word(1));
+            line = 1;
+        }
+        line += 3 + (r >> 40) % 60;
+        let (kind, name, args) = match (r >> 48) % 8 {
+            0 => (
+                "ClassDef",
+                format!("{}{}", cap(word(3)), cap(word(4))),
+                String::new(),
+            ),
+            1 => (
+                "AsyncFunctionDef",
+                format!("{}_{}", word(3), word(4)),
+                format!("\"self\", \"{}\"", word(5)),
+            ),
+            n => {
+                let args: Vec<String> =
+                    (0..n % 4).map(|k| format!("\"{}\"", word(5 + k))).collect();
+                (
+                    "FunctionDef",
+                    format!("{}_{}", word(3), word(4)),
+                    ["\"self\"".to_string()]
+                        .into_iter()
+                        .chain(args)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }
+        };
+        let doc = if (r >> 56) % 2 == 0 {
+            String::new()
+        } else {
+            format!("{} the {} {}.", cap(word(6)), word(7), word(8))
+        };
+        out.push(Bytes::from(format!(
+            "{{\"module\": \"{module}\", \"name\": \"{name}\", \"kind\": \"{kind}\", \"line\": {line}, \"args\": [{args}], \"doc\": \"{doc}\"}}"
+        )));
+    }
+    out
+}
+
+/// `word` with its first letter in upper case.
+fn cap(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 /// Every regular file under `dir`, sorted by path.

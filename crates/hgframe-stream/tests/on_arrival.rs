@@ -647,9 +647,11 @@ mod deflate {
 
     #[test]
     fn deflate_frames_of_incompressible_data_are_exactly_the_size_limit() {
-        // Stored blocks: a flush of n bytes is n + 10 on the wire less the 4-byte tail,
-        // which is the bound, so every frame but the last is exactly full.
-        for (max, level) in [(32768, 6), (4096, 0), (8, 0), (65535, 9)] {
+        // Stored blocks: a flush of n bytes (under 16,383) is n + 10 on the wire less
+        // the 4-byte tail, which is the bound, so every frame but the last is exactly
+        // full. (From 16,383 bytes on the bound allows a second block that zlib may
+        // not need: 32768-byte frames are checked below.)
+        for (max, level) in [(16000, 6), (4096, 0), (8, 0), (12000, 9)] {
             let input = random(if max < 100 { 3000 } else { 200_000 }, 4);
             let mut s = stream(2, max, level);
             let mut out = Vec::new();
@@ -668,6 +670,20 @@ mod deflate {
             let ends = flush_ends(&[input.len()], s.max_flush_raw_len());
             check_on_arrival(&out, 2, &input, max, &ends);
         }
+        let input = random(300_000, 5);
+        let mut s = stream(2, 32768, 6);
+        let mut out = Vec::new();
+        push(&mut s, 1, &input, true, &mut out);
+        let encoded: Vec<&Frame> = out
+            .iter()
+            .filter(|f| f.stream_flags().contains(StreamFlags::ENCODED))
+            .collect();
+        let (_, full) = encoded.split_last().unwrap();
+        assert!(full
+            .iter()
+            .all(|f| (32_758..=32_768).contains(&f.payload().len())));
+        let ends = flush_ends(&[input.len()], s.max_flush_raw_len());
+        check_on_arrival(&out, 2, &input, 32768, &ends);
     }
 
     #[test]
