@@ -246,6 +246,8 @@ impl OutgoingStream {
                 })?;
         }
         self.settings.level = level;
+        // The worst case may depend on the level (deflate's level 1).
+        self.update_flush_raw_len();
         Ok(())
     }
 

@@ -647,9 +647,11 @@ mod deflate {
 
     #[test]
     fn deflate_frames_of_incompressible_data_are_exactly_the_size_limit() {
-        // Stored blocks: a flush of n bytes is n + 10 on the wire less the 4-byte tail,
-        // which is the bound, so every frame but the last is exactly full.
-        for (max, level) in [(32768, 6), (4096, 0), (8, 0), (65535, 9)] {
+        // Stored blocks: a flush of n bytes (under 16,383) is n + 10 on the wire less
+        // the 4-byte tail, which is the bound, so every frame but the last is exactly
+        // full. (From 16,383 bytes on the bound allows a second block that zlib may
+        // not need: 32768-byte frames are checked below.)
+        for (max, level) in [(16000, 6), (4096, 0), (8, 0), (12000, 9)] {
             let input = random(if max < 100 { 3000 } else { 200_000 }, 4);
             let mut s = stream(2, max, level);
             let mut out = Vec::new();
@@ -668,6 +670,20 @@ mod deflate {
             let ends = flush_ends(&[input.len()], s.max_flush_raw_len());
             check_on_arrival(&out, 2, &input, max, &ends);
         }
+        let input = random(300_000, 5);
+        let mut s = stream(2, 32768, 6);
+        let mut out = Vec::new();
+        push(&mut s, 1, &input, true, &mut out);
+        let encoded: Vec<&Frame> = out
+            .iter()
+            .filter(|f| f.stream_flags().contains(StreamFlags::ENCODED))
+            .collect();
+        let (_, full) = encoded.split_last().unwrap();
+        assert!(full
+            .iter()
+            .all(|f| (32_758..=32_768).contains(&f.payload().len())));
+        let ends = flush_ends(&[input.len()], s.max_flush_raw_len());
+        check_on_arrival(&out, 2, &input, 32768, &ends);
     }
 
     #[test]
@@ -695,16 +711,24 @@ mod deflate {
         let mut s = stream(2, 4096, 6);
         let mut out = Vec::new();
         let mut input = Vec::new();
-        let mut pushes = Vec::new();
+        let mut ends = BTreeSet::new();
+        let mut flush_lens = BTreeSet::new();
         for (i, level) in [6, 1, 9, 0, 3, 6].into_iter().enumerate() {
             s.set_level(level).unwrap();
             let m = mixed(30_000 + i * 1000, i as u64);
+            // Level 1 writes fixed-Huffman blocks only: a smaller flush fits a frame.
+            let flush = s.max_flush_raw_len();
+            flush_lens.insert(flush);
+            ends.extend(
+                flush_ends(&[m.len()], flush)
+                    .iter()
+                    .map(|e| e + input.len()),
+            );
             input.extend_from_slice(&m);
-            pushes.push(m.len());
             push(&mut s, 1, &m, false, &mut out);
         }
+        assert_eq!(flush_lens.len(), 2, "{flush_lens:?}");
         assert!(s.set_level(10).is_err());
-        let ends = flush_ends(&pushes, s.max_flush_raw_len());
         check_on_arrival(&out, 2, &input, 4096, &ends);
     }
 

@@ -3,7 +3,7 @@
 //! This facade re-exports the layers, bottom-up:
 //!
 //! - [`wire`]: frames, payloads, the incremental decoder, builders.
-//! - [`stream`]: stream ids and flags, per-stream content encodings (zstd).
+//! - [`stream`]: stream ids and flags, per-stream content encodings (zstd, deflate).
 //! - [`reactor`]: the sans-IO server and client state machines.
 //! - [`http`] (feature `http`): one HTTP message per exchange, and byte streams.
 //!

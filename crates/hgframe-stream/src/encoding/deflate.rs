@@ -11,9 +11,9 @@
 //! (docs/streams.md, "deflate").
 //!
 //! The deflate stream is never finished: a final block (`BFINAL`) from the peer is
-//! corrupt data. A level change starts a new compressor (flate2's pure-Rust backend
-//! cannot change the level of a live one): the data after it does not refer to the
-//! history, which the decoder does not notice.
+//! corrupt data. The compressor is zlib-rs (a Rust port of zlib-ng, through flate2):
+//! unlike miniz_oxide, it picks fixed-Huffman blocks when those are smallest, which is
+//! what makes a message of 140 bytes cost 23 bytes rather than 36 (docs/streams.md).
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -33,19 +33,26 @@ const MAX_LEVEL: i32 = 9;
 pub const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// The encoder cuts a flush's input into pieces of at most this many bytes, each ending
-/// a deflate block. Why: the pure-Rust compressor falls back to a stored block (at most
-/// 5 bytes over the input) only for blocks within its 32 KiB window, and cuts blocks on
-/// its own only past 31 KiB of input; pieces of 16 KiB keep every block within both,
-/// which makes [`ContentEncoder::max_encoded_len`] hold for any data.
+/// a deflate block. Why: zlib falls back to a stored block (at most 5 bytes over the
+/// input) only for a block still in its 32 KiB window, and cuts blocks on its own after
+/// 16,383 symbols; pieces of 16 KiB make every piece at most two blocks within the
+/// window, which makes [`ContentEncoder::max_encoded_len`] hold for any data.
 const PIECE_LEN: usize = 16 * 1024;
 
-/// Most bytes a piece encodes to beyond its length, sync flush included: a stored block
-/// (3-bit header padded to a byte, `LEN`, `NLEN`: 5 bytes) and the empty stored block
-/// of the sync flush (5 bytes). A static-Huffman block (used below 48 bytes) is
-/// smaller than that: 3 + 9 bits a byte + 7 bits of end-of-block, and from 33 bytes on
-/// it is replaced by a stored block when larger; a dynamic one is kept only when
-/// smaller than the input.
-const PIECE_OVERHEAD: usize = 10;
+/// The level at which zlib-rs uses its "quick" strategy (fixed-Huffman blocks only).
+const QUICK_LEVEL: i32 = 1;
+
+/// Most bytes a block encodes to beyond its data: a stored block (a 3-bit header padded
+/// to a byte, `LEN`, `NLEN`). zlib writes the smallest of a stored, a fixed-Huffman and
+/// a dynamic-Huffman block, so no block is larger (except at level 1, see
+/// [`DeflateEncoder`]'s `max_encoded_len`).
+const BLOCK_OVERHEAD: usize = 5;
+
+/// A sync flush: an empty stored block, 5 bytes.
+const SYNC_OVERHEAD: usize = 5;
+
+/// zlib (memLevel 8) ends a block after this many symbols (literals or matches).
+const BLOCK_SYMBOLS: usize = 16_383;
 
 /// Smallest growth of a decoder's output buffer.
 const MIN_OUTPUT_STEP: usize = 16 * 1024;
@@ -109,7 +116,11 @@ impl DeflateEncoder {
     fn piece(&mut self, mut piece: &[u8], out: &mut Vec<u8>) -> Result<(), EncodingError> {
         loop {
             if out.len() == out.capacity() {
-                out.reserve(PIECE_OVERHEAD.max(piece.len()).saturating_add(1));
+                out.reserve(
+                    (SYNC_OVERHEAD + 2 * BLOCK_OVERHEAD)
+                        .max(piece.len())
+                        .saturating_add(1),
+                );
             }
             let (in_before, out_before) = (self.ctx.total_in(), out.len());
             self.ctx
@@ -142,7 +153,11 @@ impl ContentEncoder for DeflateEncoder {
             out.reserve(want);
         }
         if input.is_empty() {
-            self.piece(input, out)?;
+            // zlib emits nothing for a sync flush with no new input: the empty stored
+            // block it would have written (every flush leaves the output byte-aligned).
+            out.extend_from_slice(&[0x00]);
+            out.extend_from_slice(&SYNC_TAIL);
+            return Ok(());
         }
         for piece in input.chunks(PIECE_LEN) {
             self.piece(piece, out)?;
@@ -158,16 +173,31 @@ impl ContentEncoder for DeflateEncoder {
         Ok(())
     }
 
-    /// `n + 10 × pieces`, with pieces of 16 KiB (at least one): each piece is one
-    /// block of at most 5 bytes over its data plus a 5-byte sync flush. One byte
-    /// encodes to at most 11, 7 once the tail is stripped.
+    /// The input goes in pieces of 16 KiB; a piece of `p` bytes is at most
+    /// `1 + p / 16383` blocks (zlib ends a block after 16,383 symbols) of at most 5
+    /// bytes over their data, plus a 5-byte sync flush: `p + 10` below 16,383 bytes,
+    /// `p + 15` from there. One byte encodes to at most 11, 7 once the tail is
+    /// stripped, which fits the smallest frame a deflate stream takes (8 bytes, its
+    /// `stream-settings`). Level 1 adds `n / 8`: it writes fixed-Huffman blocks only
+    /// (zlib-ng's "quick" strategy), never stored ones, so a byte may take 9 bits.
     fn max_encoded_len(&self, input_len: usize) -> usize {
-        let pieces = input_len.div_ceil(PIECE_LEN).max(1);
-        input_len.saturating_add(pieces.saturating_mul(PIECE_OVERHEAD))
+        let piece =
+            |p: usize| p.saturating_add(SYNC_OVERHEAD + BLOCK_OVERHEAD * (1 + p / BLOCK_SYMBOLS));
+        let full = input_len / PIECE_LEN;
+        let rest = input_len % PIECE_LEN;
+        let mut len = full.saturating_mul(piece(PIECE_LEN));
+        if rest > 0 || input_len == 0 {
+            len = len.saturating_add(piece(rest));
+        }
+        if self.level == QUICK_LEVEL {
+            len = len.saturating_add(input_len.div_ceil(8));
+        }
+        len
     }
 
     /// A different level starts a new compressor: later data does not refer to what
     /// came before (every flush ends on a byte boundary, so the decoder reads on).
+    /// flate2's `set_level` (zlib's `deflateParams`) fails once data went through.
     fn set_level(&mut self, level: i32) -> Result<(), EncodingError> {
         let compression = compression(level)?;
         if level != self.level {
@@ -372,9 +402,11 @@ mod tests {
         // after some history.
         let mut inputs: Vec<Vec<u8>> = Vec::new();
         for n in (0..=80).chain([
-            PIECE_LEN - 1,
+            BLOCK_SYMBOLS - 1,
+            BLOCK_SYMBOLS,
             PIECE_LEN,
             PIECE_LEN + 1,
+            2 * PIECE_LEN + BLOCK_SYMBOLS,
             32_363,
             32_768,
             70_000,
@@ -405,7 +437,11 @@ mod tests {
                 assert_eq!(&out, input);
             }
         }
-        assert_eq!(DeflateEncoder::new(3).unwrap().max_encoded_len(1), 11);
+        let enc = DeflateEncoder::new(3).unwrap();
+        assert_eq!(enc.max_encoded_len(1), 11);
+        assert_eq!(enc.max_encoded_len(16_382), 16_392);
+        assert_eq!(enc.max_encoded_len(16_383), 16_398);
+        assert_eq!(enc.max_encoded_len(16_385), 16_410);
     }
 
     #[test]

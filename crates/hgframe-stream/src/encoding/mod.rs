@@ -102,7 +102,8 @@ pub trait ContentEncoder: Send {
     /// An upper bound of what [`ContentEncoder::encode_flush`] appends for an input of
     /// `input_len` bytes, whatever the data and the encoder's state (used to reserve the
     /// output once, and by [`crate::OutgoingStream`] to size each flush so that its
-    /// output always fits one frame). It must not decrease as `input_len` grows.
+    /// output always fits one frame). It must not decrease as `input_len` grows. It may
+    /// depend on the level: the stream asks again after [`ContentEncoder::set_level`].
     fn max_encoded_len(&self, input_len: usize) -> usize;
 
     /// Changes the level used from the next [`ContentEncoder::encode_flush`] on. The
