@@ -454,6 +454,8 @@ impl tokio::io::AsyncWrite for Tap {
 /// recorded while the service answers it: a valid h2c conversation (preface, settings,
 /// headers, data, acknowledgements) for the raw mode.
 fn recorded_h2c(body: &[u8]) -> Result<Vec<u8>, String> {
+    // `body` may run the `panic` handler.
+    engine::quiet_planned_panics();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
