@@ -631,6 +631,17 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_stops_reading_and_never_closes_cannot_hold_its_connection() {
+        // Regression: the byte-stream server's writes waited forever on such a client
+        // (this seed failed with "the connection did not end" before the writer got
+        // the idle timeout; tests/bytestream_stall.rs pins the timing).
+        let seeds = seeds().unwrap();
+        let (_, input) = &seeds[4];
+        assert_eq!(input[0] & 3, 3, "never closes, never reads");
+        exchange_engine(input).unwrap();
+    }
+
+    #[test]
     fn garbage_passes_every_check() {
         let mut x = 7u32;
         for len in [0usize, 1, 2, 3, 10, 100, 1000] {

@@ -403,6 +403,113 @@ fn frames_of(calls: &[(&str, &[(&str, &str)])]) -> Result<Vec<u8>, String> {
     Ok(out.to_vec())
 }
 
+/// An I/O that records every byte written through it.
+struct Tap {
+    inner: tokio::io::DuplexStream,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Tap {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tap {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What hyper's h2c client writes on its connection for one `multirequest` of `body`,
+/// recorded while the service answers it: a valid h2c conversation (preface, settings,
+/// headers, data, acknowledgements) for the raw mode.
+fn recorded_h2c(body: &[u8]) -> Result<Vec<u8>, String> {
+    // `body` may run the `panic` handler.
+    engine::quiet_planned_panics();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("cannot build a runtime: {e}"))?;
+    runtime.block_on(async {
+        let service = HgFrameService::new(
+            engine::registry(&engine::Invocations::default())?,
+            ServerConfig::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let (client_io, server_io) = tokio::io::duplex(PIPE);
+        let builder = crate::server::connection_builder(service.config());
+        let serving = tokio::spawn(async move {
+            let hyper_service = hyper::service::service_fn(move |request| {
+                tower::ServiceExt::oneshot(service.clone(), request)
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(server_io), hyper_service)
+                .await;
+        });
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let tap = Tap {
+            inner: client_io,
+            written: Arc::clone(&written),
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tap))
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+        let driving = tokio::spawn(conn);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("http://fuzz/api/exp-http-v2-0001/ro/multirequest")
+            .header(header::CONTENT_TYPE, MEDIA_TYPE)
+            .header(header::ACCEPT, MEDIA_TYPE)
+            .body(http_body_util::Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("h2 request: {e}"))?;
+        let _ = response.into_body().collect().await;
+        drop(sender);
+        let _ = driving.await;
+        serving.abort();
+        let recorded = written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Ok(recorded)
+    })
+}
+
 /// Seed inputs made from valid traffic for the `http_request` target: `(target,
 /// input)`.
 pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
@@ -464,6 +571,9 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     chunked.extend_from_slice(&echo);
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
     push(0x01, 0, chunked);
+    // Raw h2c, as hyper's client speaks it.
+    push(0x01, 0, recorded_h2c(&all)?);
+    push(0x01, 13, recorded_h2c(&echo)?);
     Ok(seeds)
 }
 
@@ -497,7 +607,8 @@ mod tests {
         assert_eq!(reached[4].handlers, 1);
         assert_eq!(reached[5].status, Some(404));
         assert_eq!(reached[6].status, Some(415));
-        // The raw HTTP/1.1 requests run their exchange.
+        // The raw requests (HTTP/1.1, h2c) run their exchange.
+        assert_eq!(reached.len(), 13);
         for r in &reached[8..] {
             assert!(r.exchanges == 1 && r.handlers >= 1, "{r:?}");
         }
