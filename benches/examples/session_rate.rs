@@ -130,7 +130,7 @@ fn main() {
         FileCommands::new(root.path())
             .unwrap()
             .register(&mut registry)
-            .unwrap();
+            ;
         let server = Server::new(registry, EngineConfig::default()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = listener.local_addr().unwrap().to_string();

@@ -83,10 +83,7 @@ async fn start_server(
     handle
         .spawn(async move {
             let mut registry = Registry::new();
-            FileCommands::new(&root)
-                .unwrap()
-                .register(&mut registry)
-                .unwrap();
+            FileCommands::new(&root).unwrap().register(&mut registry);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let mut config = ServerConfig::default();

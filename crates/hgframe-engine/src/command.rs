@@ -13,8 +13,7 @@
 //!     let name = input.arg_str("name")?;
 //!     out.write(format!("hello, {name}\n")).await?;
 //!     Ok::<(), CommandError>(())
-//! })?;
-//! # Ok::<(), hgframe_engine::Error>(())
+//! });
 //! ```
 //!
 //! Back-pressure: every [`Responder`] call waits for room in a bounded queue that the
@@ -36,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::admission::BlockingPool;
 use crate::caller::Caller;
-use crate::error::Error;
+use crate::config::ConfigError;
 
 /// Names the transports use themselves, which applications cannot register.
 pub const RESERVED_NAMES: [&str; 3] = ["multirequest", "debugreflect", "hello"];
@@ -176,6 +175,8 @@ impl std::fmt::Debug for Command {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     commands: BTreeMap<Bytes, Command>,
+    /// Names that could not be registered, for [`Self::validate`].
+    refused: Vec<String>,
 }
 
 impl Registry {
@@ -184,18 +185,31 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds (or replaces) a command. Fails for an empty name and for the names the
-    /// transports reserve ([`RESERVED_NAMES`]).
+    /// Adds (or replaces) a command. An empty name, or one the transports reserve
+    /// ([`RESERVED_NAMES`]), is not added: it is remembered, and the registry is refused
+    /// when a server is built from it ([`Self::validate`]), so registration chains
+    /// without a `Result` per call.
+    ///
+    /// ```
+    /// use hgframe_engine::{EngineConfig, Permission, Registry, Server};
+    /// # async fn echo(_: hgframe_engine::CommandInput, _: hgframe_engine::Responder) -> Result<(), hgframe_engine::CommandError> { Ok(()) }
+    /// let mut registry = Registry::new();
+    /// registry
+    ///     .register("echo", Permission::ReadOnly, echo)
+    ///     .register("hello", Permission::ReadOnly, echo);
+    /// let e = Server::new(registry, EngineConfig::default()).unwrap_err();
+    /// assert_eq!(e.setting(), "registry");
+    /// assert!(e.reason().contains("\"hello\""));
+    /// ```
     pub fn register(
         &mut self,
         name: &str,
         permission: Permission,
         handler: impl Handler,
-    ) -> Result<&mut Self, Error> {
+    ) -> &mut Self {
         if name.is_empty() || RESERVED_NAMES.contains(&name) {
-            return Err(Error::invalid(format!(
-                "cannot register a command named {name:?}: the name is empty or reserved"
-            )));
+            self.refused.push(name.to_owned());
+            return self;
         }
         self.commands.insert(
             Bytes::copy_from_slice(name.as_bytes()),
@@ -204,12 +218,25 @@ impl Registry {
                 handler: Arc::new(handler),
             },
         );
-        Ok(self)
+        self
+    }
+
+    /// Checks that every command registered could be: none had an empty or reserved
+    /// name. [`crate::Server::new`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.refused.first() {
+            Some(name) => Err(ConfigError::new(
+                "registry",
+                format!("cannot register a command named {name:?}: the name is empty or reserved"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Adds (or replaces) a command whose handler gets `state` (a clone of it per call,
     /// so make it cheap to clone: an `Arc`, a pool handle) as its first argument, as
-    /// axum's `State`: no clone dance in the handler. Fails as [`Self::register`] does.
+    /// axum's `State`: no clone dance in the handler. Names are checked as
+    /// [`Self::register`] does.
     ///
     /// ```
     /// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
@@ -226,8 +253,7 @@ impl Registry {
     /// }
     ///
     /// let mut registry = Registry::new();
-    /// registry.register_with_state("count", Permission::ReadOnly, Arc::new(AtomicU64::new(0)), count)?;
-    /// # Ok::<(), hgframe_engine::Error>(())
+    /// registry.register_with_state("count", Permission::ReadOnly, Arc::new(AtomicU64::new(0)), count);
     /// ```
     pub fn register_with_state<S, F, Fut>(
         &mut self,
@@ -235,7 +261,7 @@ impl Registry {
         permission: Permission,
         state: S,
         handler: F,
-    ) -> Result<&mut Self, Error>
+    ) -> &mut Self
     where
         S: Clone + Send + Sync + 'static,
         F: Fn(State<S>, CommandInput, Responder) -> Fut + Send + Sync + 'static,
@@ -714,9 +740,15 @@ mod tests {
         let mut r = Registry::new();
         let h = |_: CommandInput, _: Responder| async { Ok::<(), CommandError>(()) };
         for name in RESERVED_NAMES.iter().copied().chain([""]) {
-            assert!(r.register(name, Permission::ReadOnly, h).is_err(), "{name}");
+            let mut one = Registry::new();
+            one.register(name, Permission::ReadOnly, h);
+            let e = one.validate().unwrap_err();
+            assert_eq!(e.setting(), "registry");
+            assert!(e.reason().contains(&format!("{name:?}")), "{e}");
+            assert!(one.get(name.as_bytes()).is_none());
         }
-        r.register("x", Permission::ReadWrite, h).unwrap();
+        r.register("x", Permission::ReadWrite, h);
+        assert!(r.validate().is_ok());
         assert_eq!(r.get(b"x").unwrap().permission(), Permission::ReadWrite);
         assert_eq!(r.names().collect::<Vec<_>>(), ["x"]);
     }

@@ -77,7 +77,6 @@ fn record(log: &Invocations, out: &Responder) {
 /// `log` when it starts.
 pub fn registry(log: &Invocations) -> Result<Registry, String> {
     let mut r = Registry::new();
-    let bad = |e: crate::Error| e.to_string();
     let l = Arc::clone(log);
     r.register(
         "echo",
@@ -94,8 +93,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
                 Ok::<(), CommandError>(())
             }
         },
-    )
-    .map_err(bad)?;
+    );
     let l = Arc::clone(log);
     r.register(
         "fail",
@@ -107,8 +105,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
                 Err::<(), CommandError>(CommandError::new("fails on purpose"))
             }
         },
-    )
-    .map_err(bad)?;
+    );
     let l = Arc::clone(log);
     r.register(
         "panic",
@@ -125,8 +122,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
                 Ok::<(), CommandError>(())
             }
         },
-    )
-    .map_err(bad)?;
+    );
     let l = Arc::clone(log);
     r.register(
         "stream",
@@ -150,8 +146,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
                 Ok::<(), CommandError>(())
             }
         },
-    )
-    .map_err(bad)?;
+    );
     let l = Arc::clone(log);
     r.register(
         "slow",
@@ -165,8 +160,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
                 Ok::<(), CommandError>(())
             }
         },
-    )
-    .map_err(bad)?;
+    );
     let l = Arc::clone(log);
     r.register(
         "text",
@@ -180,8 +174,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
                 Ok::<(), CommandError>(())
             }
         },
-    )
-    .map_err(bad)?;
+    );
     Ok(r)
 }
 

@@ -93,6 +93,7 @@ impl Server {
     /// ([`EngineConfig::validate`]).
     pub fn new(registry: Registry, config: EngineConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        registry.validate()?;
         // Every request id a client can have open at once: admission is by cost
         // (handlers, bytes), and a request's bookkeeping is small; see `docs/`.
         let mut half = config.reactor().clone();

@@ -41,8 +41,7 @@ fn registry(gauge: Arc<Gauge>) -> Registry {
                 Ok::<(), CommandError>(())
             }
         },
-    )
-    .unwrap();
+    );
     r.register(
         "ok",
         Permission::ReadOnly,
@@ -51,10 +50,8 @@ fn registry(gauge: Arc<Gauge>) -> Registry {
             out.finish(vec![b'x'; n]).await?;
             Ok::<(), CommandError>(())
         },
-    )
-    .unwrap();
-    r.register("echo", Permission::ReadOnly, common::echo)
-        .unwrap();
+    );
+    r.register("echo", Permission::ReadOnly, common::echo);
     r
 }
 
@@ -252,8 +249,7 @@ async fn a_request_id_reused_after_its_answer_gets_its_own_answer() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             Err::<(), _>(CommandError::new("late failure, after the answer"))
         },
-    )
-    .unwrap();
+    );
     let server = server(r, EngineConfig::default());
     let frames = on_stream([
         command(1, "late", &[], None),

@@ -28,8 +28,7 @@ fn registry() -> Registry {
             }
             Ok::<(), CommandError>(())
         },
-    )
-    .unwrap();
+    );
     r
 }
 

@@ -123,7 +123,7 @@ async fn connect(options: ClientOptions) -> Connection {
 /// [`connect`], and the bytes the server has written so far.
 async fn connect_counting(options: ClientOptions) -> (Connection, Arc<AtomicUsize>) {
     let mut registry = Registry::new();
-    registry.register("big", Permission::ReadOnly, big).unwrap();
+    registry.register("big", Permission::ReadOnly, big);
     let server = Server::new(registry, EngineConfig::default()).unwrap();
     let (client_end, server_end) = tokio::io::duplex(256 << 10);
     let (server_read, server_write) = tokio::io::split(server_end);

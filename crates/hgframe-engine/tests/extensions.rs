@@ -34,8 +34,7 @@ fn registry() -> Registry {
                 sent += 32 << 10;
             }
         },
-    )
-    .unwrap();
+    );
     r.register(
         "steps",
         Permission::ReadOnly,
@@ -51,8 +50,7 @@ fn registry() -> Registry {
             }
             Ok::<(), CommandError>(())
         },
-    )
-    .unwrap();
+    );
     r
 }
 

@@ -86,9 +86,7 @@ async fn zstd_echo(server: &hgframe_engine::Server, full_duplex: bool, data: &[u
 async fn every_exchange_takes_its_contexts_from_the_pool_and_gives_them_back() {
     let pool = Arc::new(ZstdContextPool::new(PoolLimits::new(2, 16 << 20).unwrap()));
     let mut registry = Registry::new();
-    registry
-        .register("echo", Permission::ReadOnly, echo)
-        .unwrap();
+    registry.register("echo", Permission::ReadOnly, echo);
     let mut config = EngineConfig::default();
     config.set_profiles(profiles_on(&pool));
     let server = server(registry, config);

@@ -33,9 +33,7 @@ async fn secret(input: CommandInput, mut out: Responder) -> Result<(), CommandEr
 /// zstd-encoded full-duplex exchange; the first marked sensitive if `first_sensitive`.
 async fn two_secrets(first_sensitive: bool) -> (Vec<Frame>, Vec<Frame>) {
     let mut registry = Registry::new();
-    registry
-        .register("secret", Permission::ReadOnly, secret)
-        .unwrap();
+    registry.register("secret", Permission::ReadOnly, secret);
     let server = Server::new(registry, EngineConfig::default()).unwrap();
     let reactor = server.new_reactor(true, &["zstd-8mb".to_owned()]);
     assert_eq!(reactor.output_encoding(), "zstd-8mb");

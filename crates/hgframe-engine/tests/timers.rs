@@ -17,8 +17,7 @@ use tokio::time::Instant;
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register("echo", Permission::ReadOnly, common::echo)
-        .unwrap();
+    r.register("echo", Permission::ReadOnly, common::echo);
     r.register(
         "big",
         Permission::ReadOnly,
@@ -28,8 +27,7 @@ fn registry() -> Registry {
             }
             Ok::<(), CommandError>(())
         },
-    )
-    .unwrap();
+    );
     r
 }
 

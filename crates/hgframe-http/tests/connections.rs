@@ -52,9 +52,7 @@ fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register("echo", Permission::ReadOnly, echo)
-        .unwrap()
-        .register("sleep", Permission::ReadOnly, sleep)
-        .unwrap();
+        .register("sleep", Permission::ReadOnly, sleep);
     registry
 }
 

@@ -37,9 +37,7 @@ async fn whoami(input: CommandInput, out: Responder) -> Result<(), CommandError>
 
 fn registry() -> Registry {
     let mut registry = Registry::new();
-    registry
-        .register("whoami", Permission::ReadOnly, whoami)
-        .unwrap();
+    registry.register("whoami", Permission::ReadOnly, whoami);
     registry
 }
 
@@ -198,9 +196,7 @@ async fn state_reaches_every_call_of_a_command() {
     }
     let calls = Arc::new(AtomicU64::new(0));
     let mut registry = Registry::new();
-    registry
-        .register_with_state("count", Permission::ReadOnly, Arc::clone(&calls), count)
-        .unwrap();
+    registry.register_with_state("count", Permission::ReadOnly, Arc::clone(&calls), count);
     let service = HgFrameService::new(registry, ServerConfig::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

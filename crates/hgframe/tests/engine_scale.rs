@@ -488,8 +488,7 @@ async fn echoes_100000_over_one_byte_stream_connection() {
     let mut registry = Registry::new();
     FileCommands::new(root.path())
         .unwrap()
-        .register(&mut registry)
-        .unwrap();
+        .register(&mut registry);
     let stats = Arc::new(Mutex::new(Vec::<ExchangeStats>::new()));
     let mut config = EngineConfig::default();
     let seen = Arc::clone(&stats);
@@ -537,29 +536,25 @@ async fn echoes_100000_over_one_byte_stream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_reused_at_once_gets_its_own_answer() {
     let mut registry = Registry::new();
-    registry
-        .register(
-            "first",
-            Permission::ReadOnly,
-            |_: CommandInput, out: Responder| async move {
-                out.finish(Bytes::from_static(b"first")).await?;
-                // The answer is out; the handler itself returns a little later.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(())
-            },
-        )
-        .unwrap();
-    registry
-        .register(
-            "second",
-            Permission::ReadOnly,
-            |_: CommandInput, out: Responder| async move {
-                tokio::time::sleep(Duration::from_millis(1000)).await;
-                out.finish(Bytes::from_static(b"second")).await?;
-                Ok(())
-            },
-        )
-        .unwrap();
+    registry.register(
+        "first",
+        Permission::ReadOnly,
+        |_: CommandInput, out: Responder| async move {
+            out.finish(Bytes::from_static(b"first")).await?;
+            // The answer is out; the handler itself returns a little later.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(())
+        },
+    );
+    registry.register(
+        "second",
+        Permission::ReadOnly,
+        |_: CommandInput, out: Responder| async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            out.finish(Bytes::from_static(b"second")).await?;
+            Ok(())
+        },
+    );
     let server = Server::new(registry, EngineConfig::default()).unwrap();
     let (client, served) = tokio::io::duplex(64 << 10);
     let (server_in, server_out) = tokio::io::split(served);

@@ -44,8 +44,7 @@ fn service() -> (tempfile::TempDir, HgFrameService) {
     let mut registry = Registry::new();
     FileCommands::new(root.path())
         .unwrap()
-        .register(&mut registry)
-        .unwrap();
+        .register(&mut registry);
     let mut config = ServerConfig::default();
     // Reports as often as allowed, so a 1 MiB `cat` reports several times.
     config

@@ -31,7 +31,7 @@ async fn start(root: &Path, configure: impl FnOnce(&mut FileCommands)) -> InProc
     let mut files = FileCommands::new(root).unwrap();
     configure(&mut files);
     let mut registry = Registry::new();
-    files.register(&mut registry).unwrap();
+    files.register(&mut registry);
     let service = HgFrameService::new(registry, ServerConfig::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -81,8 +81,7 @@ fn file_server() -> (Server, tempfile::TempDir) {
     let mut registry = Registry::new();
     FileCommands::new(root.path())
         .unwrap()
-        .register(&mut registry)
-        .unwrap();
+        .register(&mut registry);
     (
         Server::new(registry, EngineConfig::default()).unwrap(),
         root,
@@ -169,31 +168,27 @@ fn held_server() -> (Server, Held) {
     let release = Arc::new(tokio::sync::Notify::new());
     let mut registry = Registry::new();
     let (r, n) = (Arc::clone(&runs), Arc::clone(&release));
-    registry
-        .register(
-            "hold",
-            Permission::ReadOnly,
-            move |_: CommandInput, out: Responder| {
-                let (runs, release) = (Arc::clone(&r), Arc::clone(&n));
-                async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    release.notified().await;
-                    out.finish(Bytes::from_static(b"held")).await?;
-                    Ok(())
-                }
-            },
-        )
-        .unwrap();
-    registry
-        .register(
-            "quick",
-            Permission::ReadOnly,
-            |_: CommandInput, out: Responder| async move {
-                out.finish(Bytes::from_static(b"quick")).await?;
+    registry.register(
+        "hold",
+        Permission::ReadOnly,
+        move |_: CommandInput, out: Responder| {
+            let (runs, release) = (Arc::clone(&r), Arc::clone(&n));
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                out.finish(Bytes::from_static(b"held")).await?;
                 Ok(())
-            },
-        )
-        .unwrap();
+            }
+        },
+    );
+    registry.register(
+        "quick",
+        Permission::ReadOnly,
+        |_: CommandInput, out: Responder| async move {
+            out.finish(Bytes::from_static(b"quick")).await?;
+            Ok(())
+        },
+    );
     (
         Server::new(registry, EngineConfig::default()).unwrap(),
         Held { runs, release },

@@ -28,10 +28,7 @@ fn service(
 ) -> (HgFrameService, Arc<Mutex<Vec<ExchangeStats>>>) {
     std::fs::write(root.join("a.txt"), b"alpha\n").unwrap();
     let mut registry = Registry::new();
-    FileCommands::new(root)
-        .unwrap()
-        .register(&mut registry)
-        .unwrap();
+    FileCommands::new(root).unwrap().register(&mut registry);
     extra(&mut registry);
     let stats = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&stats);
@@ -214,8 +211,7 @@ async fn stopping_the_server_finishes_calls_in_flight() {
                     Ok::<(), CommandError>(())
                 }
             },
-        )
-        .unwrap();
+        );
     })
     .await;
     let conn = Connection::connect_tcp(&server.addr.to_string(), ClientOptions::default())
@@ -258,8 +254,7 @@ async fn dropping_the_client_cancels_the_handler() {
                     }
                 }
             },
-        )
-        .unwrap();
+        );
     })
     .await;
     let conn = Connection::connect_tcp(&server.addr.to_string(), ClientOptions::default())
@@ -278,8 +273,7 @@ async fn an_idle_connection_stays_but_a_stalled_command_times_out() {
     let mut registry = Registry::new();
     FileCommands::new(root.path())
         .unwrap()
-        .register(&mut registry)
-        .unwrap();
+        .register(&mut registry);
     let mut config = ServerConfig::default();
     config
         .engine_mut()
@@ -323,8 +317,7 @@ async fn concurrent_large_responses_compress_on_worker_streams() {
     let mut registry = Registry::new();
     FileCommands::new(root.path())
         .unwrap()
-        .register(&mut registry)
-        .unwrap();
+        .register(&mut registry);
     let stats = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&stats);
     let mut config = ServerConfig::default();

@@ -372,7 +372,7 @@ async fn ping(mut input: CommandInput, mut out: Responder) -> Result<(), Command
 #[tokio::test]
 async fn full_duplex_over_h2c_answers_before_the_request_ends() {
     let server = TestServer::start(|_, r| {
-        r.register("ping", Permission::ReadOnly, ping).unwrap();
+        r.register("ping", Permission::ReadOnly, ping);
     })
     .await;
     let client = Client::with_options(&server.url(), h2c()).unwrap();
@@ -414,7 +414,7 @@ async fn streamed_data_in_both_directions_with_the_smallest_queues() {
             .set_body_queue(1)
             .set_transmit_chunk(1024)
             .set_response_piece(4096);
-        r.register("ping", Permission::ReadOnly, ping).unwrap();
+        r.register("ping", Permission::ReadOnly, ping);
     })
     .await;
     let payload: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -450,8 +450,7 @@ async fn responses_of_one_exchange_interleave() {
                         Ok(())
                     }
                 },
-            )
-            .unwrap();
+            );
         }
     })
     .await;
@@ -516,8 +515,7 @@ async fn a_client_that_goes_away_cancels_the_handler() {
             "endless",
             Permission::ReadOnly,
             endless(Arc::clone(&written), Arc::clone(&dropped)),
-        )
-        .unwrap();
+        );
     })
     .await;
     let client = Client::new(&server.url()).unwrap();
@@ -544,8 +542,7 @@ async fn a_slow_reader_keeps_the_server_memory_bounded() {
             "endless",
             Permission::ReadOnly,
             endless(Arc::clone(&written), Arc::clone(&dropped)),
-        )
-        .unwrap();
+        );
     })
     .await;
     // A client that sends its request and never reads.
@@ -672,8 +669,7 @@ async fn graceful_shutdown_finishes_responses_in_flight() {
                     Ok(())
                 }
             },
-        )
-        .unwrap();
+        );
     })
     .await;
     let client = Client::new(&server.url()).unwrap();
@@ -714,8 +710,7 @@ async fn text_output_and_handler_failures_reach_the_client() {
                 out.write("partial").await?;
                 Err(CommandError::new("it broke"))
             },
-        )
-        .unwrap();
+        );
         r.register(
             "panics",
             Permission::ReadOnly,
@@ -725,8 +720,7 @@ async fn text_output_and_handler_failures_reach_the_client() {
                 }
                 Ok(())
             },
-        )
-        .unwrap();
+        );
     })
     .await;
     let client = Client::new(&server.url()).unwrap();
@@ -760,8 +754,7 @@ async fn mounted_behind_middleware() {
     let mut registry = hgframe_http::Registry::new();
     hgframe::commands::FileCommands::new(root.path())
         .unwrap()
-        .register(&mut registry)
-        .unwrap();
+        .register(&mut registry);
     let config = hgframe_http::ServerConfig::default();
     let inner = hgframe_http::HgFrameService::new(registry, config.clone()).unwrap();
     // An authentication layer in front: the hgframe service only sees what it lets by.
@@ -820,8 +813,7 @@ async fn shutdown_stops_waiting_after_the_grace_period() {
                     Ok(())
                 }
             },
-        )
-        .unwrap();
+        );
     })
     .await;
     let client = Client::new(&server.url()).unwrap();
@@ -887,30 +879,28 @@ fn big_bytes(i: usize, offset: usize, len: usize, out: &mut Vec<u8>) {
 /// A server with `big i=<n>`: response `n` of [`BIG`] bytes.
 async fn big_server() -> TestServer {
     TestServer::start(|_, registry| {
-        registry
-            .register(
-                "big",
-                Permission::ReadOnly,
-                |input: CommandInput, mut out: Responder| async move {
-                    let i: usize = input
-                        .arg_str("i")?
-                        .parse()
-                        .map_err(|_| CommandError::new("bad i"))?;
-                    let mut buf = Vec::new();
-                    let mut at = 0;
-                    while at < BIG {
-                        let len = BIG_CHUNK.min(BIG - at);
-                        big_bytes(i, at, len, &mut buf);
-                        if out.write(Bytes::copy_from_slice(&buf)).await.is_err() {
-                            return Ok(());
-                        }
-                        at += len;
+        registry.register(
+            "big",
+            Permission::ReadOnly,
+            |input: CommandInput, mut out: Responder| async move {
+                let i: usize = input
+                    .arg_str("i")?
+                    .parse()
+                    .map_err(|_| CommandError::new("bad i"))?;
+                let mut buf = Vec::new();
+                let mut at = 0;
+                while at < BIG {
+                    let len = BIG_CHUNK.min(BIG - at);
+                    big_bytes(i, at, len, &mut buf);
+                    if out.write(Bytes::copy_from_slice(&buf)).await.is_err() {
+                        return Ok(());
                     }
-                    let _ = out.finish(Bytes::new()).await;
-                    Ok(())
-                },
-            )
-            .unwrap();
+                    at += len;
+                }
+                let _ = out.finish(Bytes::new()).await;
+                Ok(())
+            },
+        );
     })
     .await
 }

@@ -175,8 +175,8 @@ async fn start_server(
 ) -> Result<String, Failure> {
     let mut registry = Registry::new();
     FileCommands::new(root)
-        .and_then(|files| files.register(&mut registry))
-        .map_err(Failure::bad)?;
+        .map_err(Failure::bad)?
+        .register(&mut registry);
     let mut config = ServerConfig::default();
     let engine = config.engine_mut();
     engine.set_encodings(&[PROFILE]).set_observer(move |s| {

@@ -63,14 +63,11 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
         return Err(Failure::usage("--max-put-bytes must be at least 1"));
     }
     let mut registry = Registry::new();
-    FileCommands::new(&args.root)
-        .and_then(|mut files| {
-            if let Some(max) = args.max_put_bytes {
-                files.set_max_put_bytes(max);
-            }
-            files.register(&mut registry)
-        })
-        .map_err(Failure::bad)?;
+    let mut files = FileCommands::new(&args.root).map_err(Failure::bad)?;
+    if let Some(max) = args.max_put_bytes {
+        files.set_max_put_bytes(max);
+    }
+    files.register(&mut registry);
     let mut config = ServerConfig::default();
     config.set_debugreflect(args.debugreflect);
     let engine = config.engine_mut();

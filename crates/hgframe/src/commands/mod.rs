@@ -25,7 +25,7 @@
 //! use hgframe::commands::FileCommands;
 //! use hgframe::engine::Registry;
 //! let mut registry = Registry::new();
-//! FileCommands::new(".")?.register(&mut registry)?;
+//! FileCommands::new(".")?.register(&mut registry);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -111,8 +111,8 @@ impl FileCommands {
     }
 
     /// Registers `echo`, `files`, `cat` and `put`.
-    pub fn register(&self, registry: &mut Registry) -> Result<(), Error> {
-        registry.register("echo", Permission::ReadOnly, echo)?;
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("echo", Permission::ReadOnly, echo);
         let this = self.clone();
         registry.register(
             "files",
@@ -122,18 +122,17 @@ impl FileCommands {
                 let pool = input.blocking().clone();
                 async move { this.files(pool, out).await }
             },
-        )?;
+        );
         let this = self.clone();
         registry.register("cat", Permission::ReadOnly, move |input, out| {
             let this = this.clone();
             async move { this.cat(input, out).await }
-        })?;
+        });
         let this = self.clone();
         registry.register("put", Permission::ReadWrite, move |input, out| {
             let this = this.clone();
             async move { this.put(input, out).await }
-        })?;
-        Ok(())
+        });
     }
 
     async fn files(&self, pool: BlockingPool, out: Responder) -> Result<(), CommandError> {

@@ -38,8 +38,7 @@ impl TestServer {
         let mut registry = Registry::new();
         FileCommands::new(root.path())
             .unwrap()
-            .register(&mut registry)
-            .unwrap();
+            .register(&mut registry);
         let stats = Arc::new(Mutex::new(Vec::new()));
         let mut config = ServerConfig::default();
         let seen = Arc::clone(&stats);
