@@ -18,7 +18,9 @@ use hgframe_wire::extension::{Extensions, CANCEL, PROGRESS};
 use hgframe_wire::{Frame, FrameDecoder, FrameType, RequestId, StreamId};
 use tokio::sync::mpsc;
 
-/// `endless`: writes 32 KiB pieces until stopped, reporting progress with each.
+/// `endless`: writes 32 KiB pieces until stopped, reporting progress with each. The
+/// pieces are pseudo-random: data that compresses over 1000:1 (one byte repeated) is
+/// refused past 1 MiB by the client's decoder (`DecodeLimits::max_expansion_ratio`).
 /// `steps`: reports progress at positions 0..=n, one per second of the engine's
 /// clock, with a byte of data after each.
 fn registry() -> Registry {
@@ -28,9 +30,18 @@ fn registry() -> Registry {
         Permission::ReadOnly,
         |_: CommandInput, mut out: Responder| async move {
             let mut sent = 0u64;
+            let mut x = 0x9e37_79b9u32;
             loop {
                 out.progress("endless", sent, 0).await?;
-                out.write(vec![b'x'; 32 << 10]).await?;
+                let piece: Vec<u8> = (0..32 << 10)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                out.write(piece).await?;
                 sent += 32 << 10;
             }
         },
