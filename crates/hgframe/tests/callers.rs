@@ -160,9 +160,9 @@ async fn a_client_behind_a_tower_layer_that_adds_authorization_is_seen_by_the_ha
     );
 }
 
-#[tokio::test]
-async fn a_byte_stream_caller_has_its_peer_address_and_no_principal() {
-    let service = HgFrameService::new(registry(), ServerConfig::default()).unwrap();
+/// A byte-stream server of `registry` over TCP, and a connection to it.
+async fn connect_tcp(registry: Registry) -> Connection {
+    let service = HgFrameService::new(registry, ServerConfig::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_tcp(
@@ -170,9 +170,14 @@ async fn a_byte_stream_caller_has_its_peer_address_and_no_principal() {
         service.server().clone(),
         std::future::pending(),
     ));
-    let conn = Connection::connect_tcp(&addr.to_string(), ClientOptions::default())
+    Connection::connect_tcp(&addr.to_string(), ClientOptions::default())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_byte_stream_caller_has_its_peer_address_and_no_principal() {
+    let conn = connect_tcp(registry()).await;
     let answer = within(async { conn.call(Call::new("whoami")).await?.collect().await })
         .await
         .unwrap();
@@ -197,17 +202,7 @@ async fn state_reaches_every_call_of_a_command() {
     let calls = Arc::new(AtomicU64::new(0));
     let mut registry = Registry::new();
     registry.register_with_state("count", Permission::ReadOnly, Arc::clone(&calls), count);
-    let service = HgFrameService::new(registry, ServerConfig::default()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_tcp(
-        listener,
-        service.server().clone(),
-        std::future::pending(),
-    ));
-    let conn = Connection::connect_tcp(&addr.to_string(), ClientOptions::default())
-        .await
-        .unwrap();
+    let conn = connect_tcp(registry).await;
     for expected in 1..=3u64 {
         let answer = within(async { conn.call(Call::new("count")).await?.collect().await })
             .await

@@ -1011,31 +1011,30 @@ fn compressible() -> Bytes {
     Bytes::from(line.repeat((256 << 10) / line.len()))
 }
 
+/// What `echo` answers to `data`.
+async fn echo_data(client: &Client, data: &Bytes) -> Bytes {
+    let call = Call::new("echo").data(data.clone());
+    client
+        .call(call)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+        .data
+}
+
 #[tokio::test]
 async fn requests_are_compressed_once_the_server_says_it_decodes_zstd() {
     let server = TestServer::start(|_, _| {}).await;
     let client = Client::new(&server.url()).unwrap();
     let data = compressible();
     // The first exchange cannot know: it goes raw, and learns what the server decodes.
-    let answer = client
-        .call(Call::new("echo").data(data.clone()))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(answer.data, data);
+    assert_eq!(echo_data(&client, &data).await, data);
     let first = client.stats();
     assert!(first.request_wire_bytes >= data.len() as u64, "{first:?}");
     // The next ones are encoded with zstd-8mb, and still answered right.
-    let answer = client
-        .call(Call::new("echo").data(data.clone()))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(answer.data, data);
+    assert_eq!(echo_data(&client, &data).await, data);
     let second = client.stats();
     let wire = second.request_wire_bytes - first.request_wire_bytes;
     assert!(
@@ -1049,14 +1048,7 @@ async fn requests_are_compressed_once_the_server_says_it_decodes_zstd() {
     options.set_compress_requests(false);
     let raw_client = Client::with_options(&server.url(), options).unwrap();
     for _ in 0..2 {
-        let answer = raw_client
-            .call(Call::new("echo").data(data.clone()))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(answer.data, data);
+        assert_eq!(echo_data(&raw_client, &data).await, data);
     }
     assert!(raw_client.stats().request_wire_bytes >= 2 * data.len() as u64);
 }
