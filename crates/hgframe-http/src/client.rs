@@ -26,7 +26,7 @@ use hgframe_wire::codec::FrameCodec;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -84,6 +84,24 @@ impl Client {
 
     /// A client with these settings.
     pub fn with_options(url: &str, options: ClientOptions) -> Result<Self, Error> {
+        if url.starts_with("https://") {
+            return Err(Error::invalid(format!(
+                "bad URL {url}: this client speaks plain http://; for TLS give it a \
+                 connector (Client::with_connector, e.g. hyper-rustls)"
+            )));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self::with_connector(url, options, connector)
+    }
+
+    /// A client whose connections come from `connector` (a tower service from the URI to
+    /// a connection, as hyper's clients take): a Unix socket, TLS (hyper-rustls), a
+    /// proxy tunnel. `url` still gives the path prefix and the `Host` header.
+    pub fn with_connector<C>(url: &str, options: ClientOptions, connector: C) -> Result<Self, Error>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
         options.validate()?;
         let url = if url.contains("://") {
             url.to_owned()
@@ -93,18 +111,19 @@ impl Client {
         let uri: Uri = url
             .parse()
             .map_err(|e| Error::invalid(format!("bad URL {url}: {e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(Error::invalid(format!(
-                "bad URL {url}: only http:// is supported (no TLS in this client)"
-            )));
-        }
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "bad URL {url}: the scheme must be http:// or https://"
+                )))
+            }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| Error::invalid(format!("bad URL {url}: no host")))?;
         let root = uri.path().trim_end_matches('/');
-        let base = format!("http://{authority}{root}{}", options.prefix());
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let base = format!("{scheme}://{authority}{root}{}", options.prefix());
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .http2_only(options.http2_prior_knowledge())
             .build::<_, FrameBody>(connector);

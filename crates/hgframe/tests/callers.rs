@@ -212,3 +212,49 @@ async fn state_reaches_every_call_of_a_command() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     conn.close().await;
 }
+
+#[tokio::test]
+async fn an_http_client_over_a_unix_socket_through_its_own_connector() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hgframe.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let service = HgFrameService::new(registry(), ServerConfig::default()).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    // Every connection goes to the socket, whatever the URL's host.
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let path = path.clone();
+        // hyper wants an `Unpin` connecting future.
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        })
+    });
+    let client = hgframe_http::Client::with_connector(
+        "http://hgframe.local",
+        ClientOptions::default(),
+        connector,
+    )
+    .unwrap()
+    .header(
+        http::HeaderName::from_static("x-tag"),
+        http::HeaderValue::from_static("unix"),
+    );
+    let answer = within(async { client.call(Call::new("whoami")).await?.collect().await })
+        .await
+        .unwrap();
+    // No peer address over a Unix socket, no principal without a layer.
+    assert_eq!(
+        answer.data,
+        Bytes::from("principal=-\npeer-loopback=false\ntag=unix\ntransport=Http1\n")
+    );
+}
