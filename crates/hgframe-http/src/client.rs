@@ -111,13 +111,10 @@ impl Client {
         let uri: Uri = url
             .parse()
             .map_err(|e| Error::invalid(format!("bad URL {url}: {e}")))?;
-        let scheme = match uri.scheme_str() {
-            Some(scheme @ ("http" | "https")) => scheme,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "bad URL {url}: the scheme must be http:// or https://"
-                )))
-            }
+        let Some(scheme @ ("http" | "https")) = uri.scheme_str() else {
+            return Err(Error::invalid(format!(
+                "bad URL {url}: the scheme must be http:// or https://"
+            )));
         };
         let authority = uri
             .authority()
