@@ -1,7 +1,7 @@
 //! The HTTP transport against baselines measured in the same run, server and client in
 //! one process on loopback.
 //!
-//! `HGFRAME_CORPUS=/work/corpus cargo bench -p hgframe-benches --bench http`
+//! `HGFRAME_CORPUS=$CORPUS cargo bench -p hgframe-benches --bench http`
 //!
 //! - `http/echo_small`: requests per second of `echo` with a 64-byte payload over
 //!   HTTP/1.1 keep-alive, against a bare hyper handler that reads the same request body

@@ -1,7 +1,7 @@
 //! Streams with the `zstd-8mb` content encoding against the zstd library used directly on
 //! the same data at the same level, in one run.
 //!
-//! `HGFRAME_CORPUS=/work/corpus cargo bench -p hgframe-benches --bench stream`
+//! `HGFRAME_CORPUS=$CORPUS cargo bench -p hgframe-benches --bench stream`
 //!
 //! Data: the first `HGFRAME_BENCH_BYTES` (default 32 MiB) of `$HGFRAME_CORPUS/bulk.bin`
 //! (the corpus of `docs/streams.md`), or generated text when the corpus is absent.

@@ -5,7 +5,7 @@
 //! 8-byte frame headers included.
 //!
 //! ```text
-//! cargo run --release -p hgframe-stream --example small_messages -- /work/corpus [LEVEL]
+//! cargo run --release -p hgframe-stream --example small_messages -- $CORPUS [LEVEL]
 //! ```
 //!
 //! The corpus is the one `docs/streams.md` describes: the `.py` files of

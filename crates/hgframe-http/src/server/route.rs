@@ -1,4 +1,4 @@
-//! The URL scheme and the HTTP checks of PROTOCOL.md, in Mercurial's order:
+//! The URL scheme and the HTTP checks of the protocol (docs/protocol.md), in Mercurial's order:
 //!
 //! ```text
 //! POST <prefix>/<permission>/<command>
