@@ -650,7 +650,10 @@ mod tests {
     /// closes hangs the same way; without the `echo` the connection completes. The
     /// `stream` handler never ends (one handler running and 1588 bytes charged after a
     /// virtual hour), so the exchange, in the "handlers at work" state where no clock
-    /// runs, never ends either.
+    /// runs, never ends either. It needs the `echo` to wait for the one handler slot,
+    /// and both `max_held_output` and `max_waiting_bytes` at 4 KiB: raising either to
+    /// 1 MiB, or `max_handlers` to 32, lets the connection complete (report and queue
+    /// sizes do not matter).
     const CRASH_5EC14A8F: &[&[u8]] = &[
             b"\x2b\x03\x09\x00\x00\x01\x00\x01\x01\x80\x08\x7a\x73\x74\x64\x2d\x38\x6d\x62\x05\x00\x00\x01\x00",
             b"\x01\x00\x12\x68\x65\x6c\x6c\x6f\x1f\x00\x00\x01\x00\x01\x00\x20\x09\x00\x12\x00\x65\x6e\x63\x6f",
