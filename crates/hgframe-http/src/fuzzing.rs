@@ -22,6 +22,37 @@ use crate::{Duplex, ExchangeStats, HgFrameService, ServerConfig, MEDIA_TYPE};
 /// What a property check found: `Err` names the property that broke.
 pub type Check = Result<(), String>;
 
+thread_local! {
+    /// Set when h2's spurious debug assertion fired on this thread (see
+    /// [`quiet_h2_teardown_assert`]): the runtime of a run is current-thread, so its
+    /// panics happen on the thread that runs it.
+    static H2_TEARDOWN_ASSERT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once per process, a panic hook that swallows h2's debug assertion
+/// `!self.has_streams()` in `Counts::drop` (h2 0.4.20, `src/proto/streams/counts.rs`),
+/// which fires when a connection is dropped with streams still open, a legitimate
+/// teardown (upstream: hyperium/h2 issue 907, the assertion removed). Only debug builds
+/// (as the fuzz targets are) have it. The panic still unwinds, so the connection's task
+/// ends with a panic, which [`http_request`] accepts only after this assertion.
+fn quiet_h2_teardown_assert() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let h2_counts = info.location().is_some_and(|l| {
+                l.file().contains("/h2-") && l.file().ends_with("src/proto/streams/counts.rs")
+            });
+            let message = info.payload().downcast_ref::<&str>().copied().unwrap_or("");
+            if h2_counts && message.contains("has_streams") {
+                H2_TEARDOWN_ASSERT.set(true);
+                return;
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// Bytes of the in-memory pipe each way.
 const PIPE: usize = 16 << 10;
 /// Virtual time within which a connection must end once its client is gone, and a
@@ -143,6 +174,8 @@ fn run(data: &[u8]) -> Result<Reached, String> {
         return Ok(Reached::default());
     };
     engine::quiet_planned_panics();
+    quiet_h2_teardown_assert();
+    H2_TEARDOWN_ASSERT.set(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -178,6 +211,8 @@ fn run(data: &[u8]) -> Result<Reached, String> {
         };
         match tokio::time::timeout(MUST_END_WITHIN, serving).await {
             Ok(Ok(())) => {}
+            // h2's spurious teardown assertion (debug builds): the connection did end.
+            Ok(Err(e)) if e.is_panic() && H2_TEARDOWN_ASSERT.get() => {}
             Ok(Err(e)) => return Err(format!("the connection's task failed: {e}")),
             Err(_) => return Err("the connection did not end after its client went".into()),
         }
@@ -612,6 +647,28 @@ mod tests {
         for r in &reached[8..] {
             assert!(r.exchanges == 1 && r.handlers >= 1, "{r:?}");
         }
+    }
+
+    /// The crash `http_request` found in round 3 (fuzz/README.md): raw h2c bytes whose
+    /// connection ends with a stream still open, which trips h2's debug assertion in
+    /// `Counts::drop` (spurious, removed upstream: hyperium/h2 issue 907).
+    const CRASH_5831C9BB: &[&[u8]] = &[
+            b"\x01\x0d\x50\x52\x49\x20\x2a\x20\x48\x54\x54\x50\x2f\x32\x2e\x30\x0d\x0a\x0d\x0a\x53\x4d\x0d\x0a",
+            b"\x0d\x0a\x00\x00\x18\x04\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x04\x00\x00\x00\x05\x00",
+            b"\x00\x00\x20\x40\x00\x00\x06\x00\x00\x40\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00\x00\x00\x04\x08",
+            b"\x00\x00\x00\x00\x00\x00\x4f\x00\x01\x00\x00\x63\x01\x04\x00\x00\x00\x01\x83\x86\x41\x84\x96\xdf",
+            b"\x7e\xff\x04\x9a\x60\x75\x99\x82\xf9\xad\x69\xd2\x9a\xd6\xee\x25\x80\x00\x05\x8b\x0e\xc5\x36\xd0",
+            b"\x93\x58\x5e\xd6\x95\x09\x5f\x9b\x1d\x75\xd0\x62\x0d\x26\x3d\x4c\x52\x5b\x09\x6d\x86\x1d\x0b\x17",
+            b"\xcd\x6b\x4b\x60\x35\xe9\x53\x2c\x00\x00\x5f\x53\x9b\x1d\x75\xd0\x62\x0d\x26\x3d\x4c\x52\x5b\x09",
+            b"\x6d\x86\x1d\x0b\x17\xcd\x6b\x4b\x60\xe9\x35\x53\x2c\x00\x00\x5f\x0f\x0d\x82\x69\xef\x00\x00\x30",
+            b"\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+    ];
+
+    #[test]
+    fn crash_5831c9bb_an_h2c_connection_dropped_with_a_stream_open_passes() {
+        http_request(&CRASH_5831C9BB.concat()).unwrap();
+        // It is h2's assertion that fired (this is a debug build), and only that.
+        assert!(H2_TEARDOWN_ASSERT.get());
     }
 
     #[test]
