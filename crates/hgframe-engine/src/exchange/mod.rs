@@ -200,8 +200,13 @@ impl Exchange {
             let holding = self.is_holding();
             let over_budget = self.pacing.hold(self.held_bytes(queued));
             // At the limit no new handler starts (the running ones pause as they write).
-            self.handlers
-                .set_paused(over_budget || (holding && self.pacing.is_full(queued)));
+            // Over the server's budget with none of its own running, one may start: a
+            // waiting command holds its bytes until it runs, so waiting could not free
+            // them.
+            self.handlers.set_paused(
+                (over_budget && self.handlers.is_running())
+                    || (holding && self.pacing.is_full(queued)),
+            );
             let can_send = self.reactor.has_pending_output();
             let room = self.pacing.has_room(queued, holding);
             let can_report = room

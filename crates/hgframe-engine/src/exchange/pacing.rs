@@ -48,14 +48,17 @@ impl Pacing {
     }
 
     /// Whether more output may be given to the reactor, which holds `queued` bytes;
-    /// `holding` while output cannot flow yet.
+    /// `holding` while output cannot flow yet. Over the server's budget, only once the
+    /// reactor's queue is empty: the output then leaves at once, and a running handler
+    /// must be able to go on to its end, or what the exchange holds (commands waiting
+    /// for its slot) would never be freed.
     pub(crate) fn has_room(&self, queued: usize, holding: bool) -> bool {
         let (wire, raw) = if holding {
             (self.max_held, self.max_held)
         } else {
             (self.chunk, self.raw_budget)
         };
-        !self.over_budget && queued < wire && self.unsent_raw < raw
+        (!self.over_budget || (queued == 0 && !holding)) && queued < wire && self.unsent_raw < raw
     }
 
     /// Whether the reactor holds as much as it may while output cannot flow.
@@ -115,7 +118,12 @@ mod tests {
         let mut b = Pacing::new(100, 1000, 400, &budget);
         assert!(!a.hold(800));
         assert!(b.hold(300), "only 200 bytes left");
-        assert!(!b.has_room(0, false));
+        assert!(!b.has_room(1, false), "over the budget with output queued");
+        assert!(
+            b.has_room(0, false),
+            "an empty queue still takes a handler's output"
+        );
+        assert!(!b.has_room(0, true), "but not while the output is held");
         assert!(!a.hold(100));
         assert!(!b.hold(300));
         assert_eq!(budget.charged(), 400);
