@@ -17,7 +17,7 @@
 //! client: 1 1 stream-begin command-name have-args hello
 //!         1 1 0 command-argument eoa <encodings = "zstd-8mb, identity">
 //! server: 1 2 stream-begin stream-settings 0 <zstd-8mb>          (if chosen)
-//!         1 2 encoded bytes-response eos <encoding=zstd-8mb\n>
+//!         1 2 encoded bytes-response eos <encoding=zstd-8mb\ndecodes=zstd-8mb, identity\n>
 //! ```
 //!
 //! - `hello` may only be the first command of a connection; later, it is an application
@@ -29,7 +29,10 @@
 //!   offered the profile.
 //! - A client that sends no `hello` gets `identity` for the whole connection. The
 //!   client's own stream may use any profile the server supports (the server decodes
-//!   every profile of its build), announced by its `stream-settings` as always.
+//!   every profile of its build), announced by its `stream-settings` as always. The
+//!   answer's line `decodes=<profiles>` lists them; [`Connection`] then sends the
+//!   commands after `hello` on a new stream in the first of its own encodings that the
+//!   server decodes ([`crate::ClientOptions::set_compress_requests`]).
 //!
 //! [`Connection`] sends `hello` when it accepts anything but `identity`, or offers
 //! extensions.
@@ -312,6 +315,7 @@ impl Connection {
         let counters = driver.counters();
         let offered = driver.offered_extensions();
         let accepted = driver.accepted_extensions();
+        let driver_encoding = driver.request_encoding();
         let codec =
             hgframe_wire::codec::FrameCodec::with_max_payload_len(options.max_frame_payload());
         let frames: FrameInput = Box::pin(tokio_util::codec::FramedRead::new(reader, codec));
@@ -327,6 +331,11 @@ impl Connection {
             counters,
             max_pending_calls: options.max_pending_calls(),
         };
+        // Requests are encoded once the server says what it decodes, unless the caller
+        // chose their encoding.
+        let request_encoding = (options.compress_requests()
+            && options.reactor().encoding() == hgframe_reactor::IDENTITY)
+            .then(|| driver_encoding.clone());
         let only_identity = accepts
             .split(',')
             .all(|p| p.trim().is_empty() || p.trim() == hgframe_reactor::IDENTITY);
@@ -349,6 +358,18 @@ impl Connection {
                         } else if let Some(list) = line.strip_prefix("extensions=") {
                             // Before any later call: nothing used them yet.
                             accepted.set(Extensions::parse(list));
+                        } else if let Some(list) = line.strip_prefix("decodes=") {
+                            if let Some(slot) = &request_encoding {
+                                let theirs = hgframe_stream::parse_accept_list(list);
+                                if let Some(profile) =
+                                    options.accepted_encodings().into_iter().find(|p| {
+                                        *p != hgframe_reactor::IDENTITY
+                                            && theirs.iter().any(|t| t == p)
+                                    })
+                                {
+                                    slot.set(profile);
+                                }
+                            }
                         }
                     }
                 }

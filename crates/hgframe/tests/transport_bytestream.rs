@@ -373,3 +373,29 @@ async fn concurrent_large_responses_compress_on_worker_streams() {
         files.iter().map(|f| f.len() as u64).sum::<u64>()
     );
 }
+
+#[tokio::test]
+async fn requests_are_compressed_once_hello_says_the_server_decodes_zstd() {
+    let server = start(|_| {}).await;
+    let line = b"the quick brown fox jumps over the lazy dog, again and again\n";
+    let data = Bytes::from(line.repeat((256 << 10) / line.len()));
+    for (compress, wire_at_most) in [(true, data.len() / 20), (false, usize::MAX)] {
+        let mut options = ClientOptions::default();
+        options.set_compress_requests(compress);
+        let conn = Connection::connect_tcp(&server.addr.to_string(), options)
+            .await
+            .unwrap();
+        let before = conn.stats().request_wire_bytes;
+        let answer = collect(&conn, Call::new("echo").data(data.clone()))
+            .await
+            .unwrap();
+        assert_eq!(answer, data);
+        let wire = (conn.stats().request_wire_bytes - before) as usize;
+        if compress {
+            assert!(wire < wire_at_most, "{wire} bytes for {}", data.len());
+        } else {
+            assert!(wire >= data.len(), "{wire} bytes for {}", data.len());
+        }
+        conn.close().await;
+    }
+}

@@ -127,6 +127,9 @@ pub struct Driver {
     /// The extensions the server accepted, as the transport learns them.
     accepted: AcceptedExtensions,
     accepted_seen: Extensions,
+    /// A profile to encode later commands with, as the transport learns the server
+    /// decodes it.
+    request_encoding: RequestEncoding,
     /// When each call with a deadline gives up.
     deadlines: HashMap<RequestId, Instant>,
     counters: Arc<Counters>,
@@ -145,6 +148,24 @@ impl AcceptedExtensions {
 
     fn get(&self) -> Extensions {
         Extensions::from_bits(self.0.load(Ordering::Acquire))
+    }
+}
+
+/// The profile a running driver encodes its next commands with, told by its transport
+/// once the server said it decodes it (over a byte stream, the answer to `hello`).
+#[derive(Debug, Clone, Default)]
+pub struct RequestEncoding(Arc<std::sync::Mutex<Option<String>>>);
+
+impl RequestEncoding {
+    /// Encode the commands issued from now on with `profile`.
+    pub fn set(&self, profile: &str) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(profile.to_owned());
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
     }
 }
 
@@ -172,6 +193,7 @@ impl Driver {
             input_done: false,
             abandoned: false,
             accepted: AcceptedExtensions::default(),
+            request_encoding: RequestEncoding::default(),
             accepted_seen: Extensions::none(),
             deadlines: HashMap::new(),
             counters: Arc::default(),
@@ -197,6 +219,11 @@ impl Driver {
     /// Where the transport tells the driver what the server accepted.
     pub fn accepted_extensions(&self) -> AcceptedExtensions {
         self.accepted.clone()
+    }
+
+    /// Where the transport tells the driver to encode its later commands.
+    pub fn request_encoding(&self) -> RequestEncoding {
+        self.request_encoding.clone()
     }
 
     /// Runs until every response has ended (or the connection failed).
@@ -448,6 +475,15 @@ impl Driver {
             deadline,
             ..
         } = call;
+        // Between commands only: a command whose data is still being sent keeps its
+        // stream.
+        if self.sources.is_empty() {
+            if let Some(profile) = self.request_encoding.take() {
+                if let Err(e) = self.reactor.set_encoding(&profile) {
+                    tracing::debug!(error = %e, "requests stay in their encoding");
+                }
+            }
+        }
         let decoded = name.len()
             + args.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
             + match &data {

@@ -589,6 +589,10 @@ impl Exchange {
             tracing::debug!(%accepted, "byte-stream extensions negotiated");
             answer.push_str(&format!("extensions={accepted}\n"));
         }
+        // What the client's own streams may use (the protocol lets it use any profile
+        // the server decodes; only the server can say which).
+        let decodes: Vec<&str> = self.config.profiles().names().collect();
+        answer.push_str(&format!("decodes={}\n", decodes.join(", ")));
         let answer = Bytes::from(answer);
         self.open.remove(&request);
         self.feed(request, |r| r.on_response_data(request, answer, true));

@@ -296,6 +296,58 @@ impl ClientReactor {
         Ok(())
     }
 
+    /// Encodes the commands issued from now on with `profile` (at the configured
+    /// level), on a new stream: the protocol lets a client use any profile its server
+    /// decodes, which the server says (over a byte stream, in its answer to `hello`).
+    /// The current stream ends on its last frame still queued if there is one; if all
+    /// of it left, it stays open until the connection ends, and its id is not reused.
+    /// Call it between commands, not while one's data is still being sent. Does nothing
+    /// if `profile` is already in use; an unknown profile is an error and changes
+    /// nothing.
+    ///
+    /// ```
+    /// use hgframe_reactor::{ClientConfig, ClientReactor};
+    /// use hgframe_wire::FrameType;
+    /// let mut client = ClientReactor::new(ClientConfig::default());
+    /// client.call_command(b"hello", [], None)?;
+    /// let first: Vec<_> = std::iter::from_fn(|| client.poll_frame()).collect();
+    /// assert_eq!(first[0].stream_id().0, 1);
+    /// client.set_encoding("zstd-8mb")?;
+    /// client.call_command(b"put", [], Some(bytes::Bytes::from("x".repeat(1000))))?;
+    /// let next: Vec<_> = std::iter::from_fn(|| client.poll_frame()).collect();
+    /// // A new stream, announced by its settings, its data compressed.
+    /// assert_eq!(next[0].stream_id().0, 3);
+    /// assert_eq!(next[0].known_type(), Some(FrameType::StreamSettings));
+    /// assert!(client.set_encoding("no-such-profile").is_err());
+    /// # Ok::<(), hgframe_reactor::ReactorError>(())
+    /// ```
+    pub fn set_encoding(&mut self, profile: &str) -> Result<(), ReactorError> {
+        if self.profiles.get(profile).is_none() {
+            return Err(ReactorError::Encode(StreamError::UnknownProfile {
+                name: profile.to_owned(),
+            }));
+        }
+        if self.encoding.profile == profile {
+            return Ok(());
+        }
+        let mut encoding = EncodingSettings::new(profile);
+        encoding.level = self.config.level();
+        self.encoding = encoding;
+        if let Some(mut stream) = self.outgoing.take() {
+            let id = stream.id();
+            // Its last frame, if still queued, carries the end; the id is free then.
+            let last = self.output.iter().rposition(|f| f.stream_id() == id);
+            if let Some(at) = last {
+                if let Some(frame) = self.output.get_mut(at) {
+                    if stream.end(std::slice::from_mut(frame)).is_ok() {
+                        self.stream_ids.release(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Marks the end of the client's stream (`stream-end`) on the last frame still
     /// queued, when there is one: call it once every command has been issued (a
     /// half-duplex transport does so before sending). Later commands open a new stream.
