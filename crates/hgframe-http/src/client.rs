@@ -275,6 +275,7 @@ impl Client {
             .body(FrameBody::frames(body_rx))
             .map_err(|e| Error::invalid(format!("cannot build the request: {e}")))?;
         let (head_tx, head_rx) = oneshot::channel();
+        let url = request.uri().to_string();
         let response = self.http.clone().oneshot(request);
         let media_type = options.media_type().to_owned();
         let max_payload = options.max_frame_payload();
@@ -293,7 +294,8 @@ impl Client {
                     check_response(response, &media_type).await
                 }
                 Err(e) => {
-                    Err(Error::new(ErrorKind::Http, format!("request failed: {e}")).with_source(e))
+                    let message = format!("request to {url} failed: {}", error_chain(&*e));
+                    Err(Error::new(ErrorKind::Http, message).with_source(e))
                 }
             };
             let (to_driver, to_caller) = match checked {
@@ -348,6 +350,22 @@ impl Client {
             }
         })
     }
+}
+
+/// An error and its causes, `: `-separated: hyper's "client error (Connect)" alone
+/// names neither the address nor what the system said.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The calls of one exchange.

@@ -1052,3 +1052,20 @@ async fn requests_are_compressed_once_the_server_says_it_decodes_zstd() {
     }
     assert!(raw_client.stats().request_wire_bytes >= 2 * data.len() as u64);
 }
+
+#[tokio::test]
+async fn a_connect_error_names_the_address_and_what_the_system_said() {
+    // Nothing listens on port 1 of the loopback.
+    let client = Client::new("127.0.0.1:1").unwrap();
+    let e = client.call(Call::new("echo")).await.unwrap_err();
+    let message = e.message();
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    let e =
+        hgframe_http::bytestream::Connection::connect_tcp("127.0.0.1:1", ClientOptions::default())
+            .await
+            .unwrap_err();
+    let message = e.message();
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+}
