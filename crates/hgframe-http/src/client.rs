@@ -280,11 +280,16 @@ impl Client {
         let media_type = options.media_type().to_owned();
         let max_payload = options.max_frame_payload();
         let learn = self.learn_request_encoding();
+        // The exchange's own later commands too (a session's first call comes after
+        // this answer's head).
+        let driver_encoding = driver.request_encoding();
         let head = async move {
             let checked = match response.await {
                 Ok(response) => {
                     if let Some(learn) = learn {
-                        learn(response.headers());
+                        if let Some(profile) = learn(response.headers()) {
+                            driver_encoding.set(&profile);
+                        }
                     }
                     // Before the driver reads a frame that may use them.
                     let header = response.headers().get(EXTENSIONS_HEADER);
@@ -326,7 +331,9 @@ impl Client {
     /// What to do with a response's `hgframe-decodes` header: remember the first
     /// profile we accept that the server decodes (other than `identity`), when requests
     /// are to be compressed and their encoding was not chosen by hand.
-    fn learn_request_encoding(&self) -> Option<impl FnOnce(&HeaderMap) + Send + 'static> {
+    fn learn_request_encoding(
+        &self,
+    ) -> Option<impl FnOnce(&HeaderMap) -> Option<String> + Send + 'static> {
         let options = &self.options;
         if !options.compress_requests() || options.reactor().encoding() != hgframe_reactor::IDENTITY
         {
@@ -340,14 +347,13 @@ impl Client {
             .collect();
         let slot = Arc::clone(&self.request_encoding);
         Some(move |headers: &HeaderMap| {
-            let Some(list) = headers.get(DECODES_HEADER).and_then(|v| v.to_str().ok()) else {
-                return;
-            };
+            let list = headers.get(DECODES_HEADER).and_then(|v| v.to_str().ok())?;
             let theirs = hgframe_stream::parse_accept_list(list);
             let chosen = ours.iter().find(|name| theirs.contains(name)).cloned();
             if let Ok(mut slot) = slot.lock() {
-                *slot = chosen;
+                slot.clone_from(&chosen);
             }
+            chosen
         })
     }
 }

@@ -360,3 +360,28 @@ async fn an_h2c_session_the_server_ends_says_so_and_a_new_one_works() {
     .unwrap();
     assert_eq!(&answer.data[..], b"b=2\n");
 }
+
+#[tokio::test]
+async fn an_h2c_session_encodes_its_calls_once_the_server_says_it_decodes_zstd() {
+    let server = TestServer::start(|_, _| {}).await;
+    let mut options = ClientOptions::default();
+    options.set_http2_prior_knowledge(true);
+    // A fresh client: the session's own answer head is the first it hears.
+    let client = Client::with_options(&server.url(), options).unwrap();
+    let session = within(client.session(Permission::ReadOnly)).await.unwrap();
+    let line = b"the quick brown fox jumps over the lazy dog, again and again\n";
+    let data = Bytes::from(line.repeat((256 << 10) / line.len()));
+    let answer = within(async {
+        session
+            .call(Call::new("echo").data(data.clone()))
+            .await?
+            .collect()
+            .await
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.data, data);
+    let wire = session.stats().request_wire_bytes as usize;
+    assert!(wire < data.len() / 20, "{wire} bytes for {}", data.len());
+    session.close().await;
+}
