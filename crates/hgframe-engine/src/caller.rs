@@ -54,13 +54,26 @@ pub struct PeerAddr(pub SocketAddr);
 /// assert_eq!(caller.principal().map(Principal::name), Some("alice"));
 /// assert!(caller.peer().is_none());
 /// ```
-#[derive(Debug)]
 pub struct Caller {
     transport: Transport,
     peer: Option<SocketAddr>,
     headers: HeaderMap,
     extensions: Extensions,
     principal: Option<Principal>,
+}
+
+/// Header values are left out: they carry credentials (`Authorization`, cookies), and a
+/// caller is the kind of value that ends up in a log.
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.keys().map(http::HeaderName::as_str).collect();
+        f.debug_struct("Caller")
+            .field("transport", &self.transport)
+            .field("peer", &self.peer)
+            .field("headers", &headers)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Caller {
@@ -149,5 +162,18 @@ mod tests {
         assert_eq!(caller.extensions().get::<u32>(), Some(&7));
         assert!(caller.extensions().get::<Principal>().is_none());
         assert_eq!(caller.transport(), Transport::Http1);
+    }
+
+    #[test]
+    fn debug_output_names_headers_but_never_shows_their_values() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer s3cret".parse().unwrap(),
+        );
+        let caller = Caller::new(Transport::Http2).with_headers(headers);
+        let shown = format!("{caller:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

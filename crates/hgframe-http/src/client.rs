@@ -61,7 +61,7 @@ pub type HttpService = BoxCloneSyncService<Request<FrameBody>, Response<Incoming
 /// # let _ = client;
 /// # Ok::<(), hgframe_http::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     http: HttpService,
     /// Headers added to every request.
@@ -73,6 +73,18 @@ pub struct Client {
     /// The profile to encode requests with, once a server said it decodes one
     /// ([`ClientOptions::set_compress_requests`]).
     request_encoding: Arc<Mutex<Option<String>>>,
+}
+
+/// Header values are left out: [`Client::header`] is where credentials go.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("headers", &headers)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {

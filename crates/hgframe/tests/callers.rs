@@ -258,3 +258,14 @@ async fn an_http_client_over_a_unix_socket_through_its_own_connector() {
         Bytes::from("principal=-\npeer-loopback=false\ntag=unix\ntransport=Http1\n")
     );
 }
+
+#[test]
+fn a_clients_debug_output_never_shows_its_header_values() {
+    let client = hgframe_http::Client::new("127.0.0.1:1").unwrap().header(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer s3cret"),
+    );
+    let shown = format!("{client:?}");
+    assert!(shown.contains("authorization"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
