@@ -331,11 +331,6 @@ impl Connection {
             counters,
             max_pending_calls: options.max_pending_calls(),
         };
-        // Requests are encoded once the server says what it decodes, unless the caller
-        // chose their encoding.
-        let request_encoding = (options.compress_requests()
-            && options.reactor().encoding() == hgframe_reactor::IDENTITY)
-            .then(|| driver_encoding.clone());
         let only_identity = accepts
             .split(',')
             .all(|p| p.trim().is_empty() || p.trim() == hgframe_reactor::IDENTITY);
@@ -359,16 +354,9 @@ impl Connection {
                             // Before any later call: nothing used them yet.
                             accepted.set(Extensions::parse(list));
                         } else if let Some(list) = line.strip_prefix("decodes=") {
-                            if let Some(slot) = &request_encoding {
-                                let theirs = hgframe_stream::parse_accept_list(list);
-                                if let Some(profile) =
-                                    options.accepted_encodings().into_iter().find(|p| {
-                                        *p != hgframe_reactor::IDENTITY
-                                            && theirs.iter().any(|t| t == p)
-                                    })
-                                {
-                                    slot.set(profile);
-                                }
+                            // The commands after `hello` may be encoded.
+                            if let Some(profile) = options.request_encoding_for(list) {
+                                driver_encoding.set(&profile);
                             }
                         }
                     }

@@ -67,7 +67,7 @@ pub struct Client {
     /// Headers added to every request.
     headers: HeaderMap,
     base: String,
-    options: ClientOptions,
+    options: Arc<ClientOptions>,
     /// Totals of the exchanges of `call` and `call_many` (a session counts its own).
     counters: Arc<Counters>,
     /// The profile to encode requests with, once a server said it decodes one
@@ -140,7 +140,7 @@ impl Client {
             http: BoxCloneSyncService::new(http.map_err(BoxError::from)),
             headers: HeaderMap::new(),
             base,
-            options,
+            options: Arc::new(options),
             counters: Arc::default(),
             request_encoding: Arc::default(),
         })
@@ -248,11 +248,11 @@ impl Client {
             .and_then(|chosen| chosen.clone());
         match learned {
             Some(profile) => {
-                let mut options = self.options.clone();
+                let mut options = ClientOptions::clone(&self.options);
                 options.reactor_mut().set_encoding(&profile);
                 std::borrow::Cow::Owned(options)
             }
-            None => std::borrow::Cow::Borrowed(&self.options),
+            None => std::borrow::Cow::Borrowed(&*self.options),
         }
     }
 
@@ -291,16 +291,25 @@ impl Client {
         let response = self.http.clone().oneshot(request);
         let media_type = options.media_type().to_owned();
         let max_payload = options.max_frame_payload();
-        let learn = self.learn_request_encoding();
-        // The exchange's own later commands too (a session's first call comes after
-        // this answer's head).
+        // What the server decodes, for this client's later exchanges and this
+        // exchange's own later commands (a session's first call comes after the head).
+        let learn = (
+            Arc::clone(&self.options),
+            Arc::clone(&self.request_encoding),
+        );
         let driver_encoding = driver.request_encoding();
         let head = async move {
             let checked = match response.await {
                 Ok(response) => {
-                    if let Some(learn) = learn {
-                        if let Some(profile) = learn(response.headers()) {
-                            driver_encoding.set(&profile);
+                    let (options, learned) = learn;
+                    let decodes = response.headers().get(DECODES_HEADER);
+                    if let Some(list) = decodes.and_then(|v| v.to_str().ok()) {
+                        let chosen = options.request_encoding_for(list);
+                        if let Some(profile) = &chosen {
+                            driver_encoding.set(profile);
+                        }
+                        if let Ok(mut slot) = learned.lock() {
+                            *slot = chosen;
                         }
                     }
                     // Before the driver reads a frame that may use them.
@@ -336,37 +345,6 @@ impl Client {
                 "the exchange ended before the response started",
             )),
         }
-    }
-}
-
-impl Client {
-    /// What to do with a response's `hgframe-decodes` header: remember the first
-    /// profile we accept that the server decodes (other than `identity`), when requests
-    /// are to be compressed and their encoding was not chosen by hand.
-    fn learn_request_encoding(
-        &self,
-    ) -> Option<impl FnOnce(&HeaderMap) -> Option<String> + Send + 'static> {
-        let options = &self.options;
-        if !options.compress_requests() || options.reactor().encoding() != hgframe_reactor::IDENTITY
-        {
-            return None;
-        }
-        let ours: Vec<String> = options
-            .accepted_encodings()
-            .into_iter()
-            .filter(|name| *name != hgframe_reactor::IDENTITY)
-            .map(str::to_owned)
-            .collect();
-        let slot = Arc::clone(&self.request_encoding);
-        Some(move |headers: &HeaderMap| {
-            let list = headers.get(DECODES_HEADER).and_then(|v| v.to_str().ok())?;
-            let theirs = hgframe_stream::parse_accept_list(list);
-            let chosen = ours.iter().find(|name| theirs.contains(name)).cloned();
-            if let Ok(mut slot) = slot.lock() {
-                slot.clone_from(&chosen);
-            }
-            chosen
-        })
     }
 }
 

@@ -656,6 +656,30 @@ impl ClientOptions {
         self.compress_requests
     }
 
+    /// The profile to encode requests with, given `server_decodes`, the list a server
+    /// says it decodes (header syntax): the first of [`Self::accepted_encodings`] in it
+    /// other than `identity`. `None` when there is none, when requests are not to be
+    /// compressed, or when the client's own encoding was chosen by hand.
+    ///
+    /// ```
+    /// use hgframe_engine::ClientOptions;
+    /// let mut options = ClientOptions::default();
+    /// options.set_encodings(&["zstd-8mb", "identity"]);
+    /// assert_eq!(options.request_encoding_for("identity, zstd-8mb").as_deref(), Some("zstd-8mb"));
+    /// assert_eq!(options.request_encoding_for("identity"), None);
+    /// assert_eq!(options.set_compress_requests(false).request_encoding_for("zstd-8mb"), None);
+    /// ```
+    pub fn request_encoding_for(&self, server_decodes: &str) -> Option<String> {
+        if !self.compress_requests || self.reactor.encoding() != hgframe_reactor::IDENTITY {
+            return None;
+        }
+        let theirs = hgframe_stream::parse_accept_list(server_decodes);
+        self.accepted_encodings()
+            .into_iter()
+            .find(|ours| *ours != hgframe_reactor::IDENTITY && theirs.iter().any(|t| t == ours))
+            .map(str::to_owned)
+    }
+
     /// Speak HTTP/2 without upgrade (h2c), default false. Exchanges are then full
     /// duplex: responses arrive while the request is still being sent, and
     /// [`Self::set_window`] applies.
