@@ -541,6 +541,13 @@ fn validate_reactor(
         ("max_frame_payload", reactor.max_frame_payload()),
         ("max_decoded_frame_len", reactor.max_decoded_frame_len()),
         ("max_decoding_streams", reactor.max_decoding_streams()),
+        (
+            "max_expansion_ratio",
+            reactor
+                .max_expansion_ratio()
+                .try_into()
+                .unwrap_or(usize::MAX),
+        ),
         ("max_frame_size", reactor.max_frame_size()),
     ] {
         if value == 0 {

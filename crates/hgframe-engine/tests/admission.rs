@@ -207,7 +207,7 @@ async fn a_response_too_large_for_half_duplex_fails_alone() {
 #[test]
 fn unusable_limits_are_refused_when_the_server_is_built() {
     type Spoil = fn(&mut EngineConfig);
-    let cases: [(&str, Spoil); 6] = [
+    let cases: [(&str, Spoil); 7] = [
         ("max_handlers", |c| {
             c.set_max_handlers(0);
         }),
@@ -225,6 +225,9 @@ fn unusable_limits_are_refused_when_the_server_is_built() {
         }),
         ("level", |c| {
             c.reactor_mut().set_level(99);
+        }),
+        ("max_expansion_ratio", |c| {
+            c.reactor_mut().set_max_expansion_ratio(0);
         }),
     ];
     for (setting, spoil) in cases {

@@ -5,6 +5,7 @@
 //! `Builder`). Values out of range are clamped by the setter, so a config is always
 //! valid and [`crate::ServerReactor::new`] cannot fail.
 
+use hgframe_stream::DecodeLimits;
 use hgframe_wire::extension::Extensions;
 use hgframe_wire::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_PAYLOAD_LEN, MAX_PAYLOAD_LEN};
 
@@ -60,6 +61,8 @@ pub struct ServerConfig {
     max_frame_payload: usize,
     max_decoded_frame_len: usize,
     max_decoding_streams: usize,
+    max_expansion_ratio: u32,
+    expansion_allowance: usize,
     max_frame_size: usize,
     defer_output: bool,
     data_mode: DataMode,
@@ -81,6 +84,8 @@ impl Default for ServerConfig {
             max_frame_payload: DEFAULT_MAX_PAYLOAD_LEN,
             max_decoded_frame_len: 1 << 20,
             max_decoding_streams: 4,
+            max_expansion_ratio: DecodeLimits::default().max_expansion_ratio,
+            expansion_allowance: DecodeLimits::default().expansion_allowance,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             defer_output: false,
             data_mode: DataMode::Buffered,
@@ -210,6 +215,42 @@ impl ServerConfig {
         self
     }
 
+    /// Most bytes a peer's stream may decode to per encoded byte it sent, beyond
+    /// [`Self::expansion_allowance`] (default 1000, at least 1): a compression bomb
+    /// costs its sender ([`DecodeLimits::max_expansion_ratio`]).
+    pub fn max_expansion_ratio(&self) -> u32 {
+        self.max_expansion_ratio
+    }
+
+    /// Sets [`Self::max_expansion_ratio`].
+    pub fn set_max_expansion_ratio(&mut self, ratio: u32) -> &mut Self {
+        self.max_expansion_ratio = ratio;
+        self
+    }
+
+    /// Bytes a peer's stream may decode to before [`Self::max_expansion_ratio`]
+    /// applies (default 64 MiB).
+    pub fn expansion_allowance(&self) -> usize {
+        self.expansion_allowance
+    }
+
+    /// Sets [`Self::expansion_allowance`].
+    pub fn set_expansion_allowance(&mut self, bytes: usize) -> &mut Self {
+        self.expansion_allowance = bytes;
+        self
+    }
+
+    /// The limits on decoding the peer's streams, as these settings give them.
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        let mut limits = DecodeLimits::default();
+        limits
+            .max_decoded_frame_len(self.max_decoded_frame_len)
+            .max_decoding_streams(self.max_decoding_streams)
+            .max_expansion_ratio(self.max_expansion_ratio)
+            .expansion_allowance(self.expansion_allowance);
+        limits
+    }
+
     /// Largest payload of a frame the server sends, default 32768: response data is cut
     /// at this size. Clamped to 16..=65535, so a `stream-settings` frame always fits.
     pub fn max_frame_size(&self) -> usize {
@@ -326,6 +367,8 @@ pub struct ClientConfig {
     max_frame_payload: usize,
     max_decoded_frame_len: usize,
     max_decoding_streams: usize,
+    max_expansion_ratio: u32,
+    expansion_allowance: usize,
     encoding: String,
     level: i32,
     extensions: Extensions,
@@ -339,6 +382,8 @@ impl Default for ClientConfig {
             max_frame_payload: DEFAULT_MAX_PAYLOAD_LEN,
             max_decoded_frame_len: 1 << 20,
             max_decoding_streams: 4,
+            max_expansion_ratio: DecodeLimits::default().max_expansion_ratio,
+            expansion_allowance: DecodeLimits::default().expansion_allowance,
             encoding: IDENTITY.to_string(),
             level: 3,
             extensions: Extensions::none(),
@@ -382,6 +427,42 @@ impl ClientConfig {
     pub fn set_max_decoding_streams(&mut self, n: usize) -> &mut Self {
         self.max_decoding_streams = n;
         self
+    }
+
+    /// Most bytes a peer's stream may decode to per encoded byte it sent, beyond
+    /// [`Self::expansion_allowance`] (default 1000, at least 1): a compression bomb
+    /// costs its sender ([`DecodeLimits::max_expansion_ratio`]).
+    pub fn max_expansion_ratio(&self) -> u32 {
+        self.max_expansion_ratio
+    }
+
+    /// Sets [`Self::max_expansion_ratio`].
+    pub fn set_max_expansion_ratio(&mut self, ratio: u32) -> &mut Self {
+        self.max_expansion_ratio = ratio;
+        self
+    }
+
+    /// Bytes a peer's stream may decode to before [`Self::max_expansion_ratio`]
+    /// applies (default 64 MiB).
+    pub fn expansion_allowance(&self) -> usize {
+        self.expansion_allowance
+    }
+
+    /// Sets [`Self::expansion_allowance`].
+    pub fn set_expansion_allowance(&mut self, bytes: usize) -> &mut Self {
+        self.expansion_allowance = bytes;
+        self
+    }
+
+    /// The limits on decoding the peer's streams, as these settings give them.
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
+        let mut limits = DecodeLimits::default();
+        limits
+            .max_decoded_frame_len(self.max_decoded_frame_len)
+            .max_decoding_streams(self.max_decoding_streams)
+            .max_expansion_ratio(self.max_expansion_ratio)
+            .expansion_allowance(self.expansion_allowance);
+        limits
     }
 
     /// Largest payload of a received frame, as on the wire, default 65535.

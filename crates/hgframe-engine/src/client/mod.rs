@@ -767,9 +767,17 @@ impl ClientOptions {
     /// assert!(options.validate().is_ok());
     /// let err = options.clone().set_encodings(&["zstd"]).validate().unwrap_err();
     /// assert!(err.message().contains("unknown content encoding \"zstd\""));
-    /// assert!(options.set_max_pending_calls(0).validate().is_err());
+    /// assert!(options.clone().set_max_pending_calls(0).validate().is_err());
+    /// options.reactor_mut().set_max_expansion_ratio(0);
+    /// assert!(options.validate().unwrap_err().message().contains("max_expansion_ratio"));
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
+        if self.reactor.max_expansion_ratio() == 0 {
+            return Err(Error::invalid(
+                "max_expansion_ratio must be at least 1 (identity decodes to as many bytes \
+                 as it sends)",
+            ));
+        }
         if let Some(unknown) = self
             .encodings
             .iter()
@@ -793,11 +801,8 @@ impl ClientOptions {
     }
 
     /// The encodings offered, as a header value.
-    pub(crate) fn accept_list(&self, reactor: &ClientReactor) -> String {
-        match &self.encodings {
-            Some(list) => list.join(", "),
-            None => reactor.accepted_encodings().join(", "),
-        }
+    pub(crate) fn accept_list(&self) -> String {
+        self.accepted_encodings().join(", ")
     }
 
     /// A driver for one exchange, where its calls go, and the accept list it offers.
@@ -810,7 +815,7 @@ impl ClientOptions {
             config.set_max_in_flight(config.max_in_flight().max(1 << 15));
         }
         let reactor = ClientReactor::with_profiles(config, self.profiles.clone());
-        let accepts = self.accept_list(&reactor);
+        let accepts = self.accept_list();
         let window = if full_duplex { self.window } else { usize::MAX };
         let budget = Budget::new(self.response_queue, self.response_buffer);
         let (tx, rx) = mpsc::unbounded_channel();

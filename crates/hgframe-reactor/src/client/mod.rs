@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use hgframe_stream::{
-    DecodeLimits, EncodingSettings, IncomingStreams, OutgoingStream, Profiles, Side, StreamError,
+    EncodingSettings, IncomingStreams, OutgoingStream, Profiles, Side, StreamError,
     StreamIdAllocator,
 };
 use hgframe_wire::build::{command_head_frames, FrameTarget};
@@ -142,10 +142,7 @@ impl ClientReactor {
     /// the application's: the profiles are shared, and so is the pool their zstd
     /// contexts come from).
     pub fn with_profiles(config: ClientConfig, profiles: Profiles) -> Self {
-        let mut limits = DecodeLimits::default();
-        limits
-            .max_decoded_frame_len(config.max_decoded_frame_len())
-            .max_decoding_streams(config.max_decoding_streams());
+        let limits = config.decode_limits();
         let name = if profiles.get(config.encoding()).is_some() {
             config.encoding()
         } else {

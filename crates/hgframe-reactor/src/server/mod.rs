@@ -17,7 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use bytes::{Bytes, BytesMut};
 use hgframe_stream::{
-    DecodeLimits, EncodingSettings, IncomingStreams, OutgoingStream, Profiles, Side, StreamError,
+    EncodingSettings, IncomingStreams, OutgoingStream, Profiles, Side, StreamError,
     StreamIdAllocator,
 };
 use hgframe_wire::build::{error_frame, text_output_frame, FrameTarget};
@@ -98,10 +98,7 @@ impl ServerReactor {
     /// from, so each exchange reuses the contexts of the ones before it).
     pub fn with_profiles(config: impl Into<Arc<ServerConfig>>, profiles: Profiles) -> Self {
         let config = config.into();
-        let mut limits = DecodeLimits::default();
-        limits
-            .max_decoded_frame_len(config.max_decoded_frame_len())
-            .max_decoding_streams(config.max_decoding_streams());
+        let limits = config.decode_limits();
         let encoding = negotiate(&profiles, &config, config.peer_accepts());
         Self {
             incoming: IncomingStreams::new(Side::Server, profiles.clone(), limits),
