@@ -1,0 +1,316 @@
+//! Several streams on several cores, as whole processes and as a server.
+//!
+//! ```text
+//! cargo build --release -p hgframe --bin hgframe
+//! cargo run --release -p hgframe-benches --example scaling -- [--rounds N] [--server-mib M] FILE...
+//! ```
+//!
+//! For each FILE (a large text file, e.g. the corpus's `bulk.bin`), in interleaved rounds
+//! (every variant once per round, so the machine's load moves them alike):
+//!
+//! - `pack N`: `hgframe frames pack --encoding zstd-8mb --level 3 --streams N < FILE >
+//!   /dev/null` for N = 1, 2, 4, as a whole process (the binary is `HGFRAME_BIN`, default
+//!   `target/release/hgframe`).
+//! - The baseline of what the machine gives: the `zstd` CLI (`-T1 -3`) on the whole file,
+//!   and two `zstd -T1 -3` processes at once, each on one half (the halves are copied to
+//!   temporary files first). Left out if `zstd` is not installed.
+//! - `serve N`: an in-process `hgframe serve` (file commands, `parallel_streams` N) answers
+//!   `cat` of the first `--server-mib` MiB of FILE (default 64) in `zstd-8mb`, to a raw
+//!   HTTP/1.1 client that counts the body's bytes without decoding them, so the client
+//!   costs next to nothing and the server's compressors have the cores. N = 1 keeps
+//!   compression on the exchange's task; 2 compresses pieces on two worker streams.
+//!
+//! Prints each round's wall times, then per variant the minimum and median, and the
+//! speed-ups against one stream (and, for the baseline, two zstd processes against one):
+//! ratios of minimums (the least disturbed run of each) and medians of each round's ratio.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioExecutor;
+
+#[path = "../benches/common/mod.rs"]
+#[allow(dead_code)] // The echo helpers serve the other benchmarks.
+mod common;
+
+use common::{runtime, start_hgframe, RawClient};
+
+/// CPU time (user + system) of the waited-for children, from `/proc/self/stat` (in
+/// clock ticks of 10 ms: fine for runs of a second).
+fn children_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
+    let ticks = fields.get(13).unwrap_or(&0) + fields.get(14).unwrap_or(&0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of this process (the in-process server and its client).
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn run(cmd: &mut Command, input: &Path) -> Duration {
+    let start = Instant::now();
+    let status = cmd
+        .stdin(std::fs::File::open(input).unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{cmd:?} failed");
+    start.elapsed()
+}
+
+fn pack(bin: &Path, streams: u8, input: &Path) -> Duration {
+    run(
+        Command::new(bin).args([
+            "frames",
+            "pack",
+            "--encoding",
+            "zstd-8mb",
+            "--level",
+            "3",
+            "--streams",
+            &streams.to_string(),
+        ]),
+        input,
+    )
+}
+
+fn zstd_one(input: &Path) -> Duration {
+    run(Command::new("zstd").args(["-T1", "-3", "-q", "-c"]), input)
+}
+
+fn zstd_two(halves: &[PathBuf; 2]) -> Duration {
+    let start = Instant::now();
+    let children: Vec<_> = halves
+        .iter()
+        .map(|half| {
+            Command::new("zstd")
+                .args(["-T1", "-3", "-q", "-c"])
+                .stdin(std::fs::File::open(half).unwrap())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    start.elapsed()
+}
+
+/// The frames of `cat path`, as a client that accepts `zstd-8mb` sends them.
+fn cat_request(path: &str) -> Bytes {
+    let target = hgframe_wire::build::FrameTarget::new(
+        hgframe_wire::RequestId(1),
+        hgframe_wire::StreamId(1),
+    );
+    let args = [(Bytes::from_static(b"path"), Bytes::from(path.to_owned()))];
+    let frames =
+        hgframe_wire::build::command_frames(target, b"cat", args, None::<&[u8]>).unwrap();
+    let mut out = bytes::BytesMut::new();
+    for (i, f) in frames.into_iter().enumerate() {
+        let f = if i == 0 {
+            f.with_stream_flags(hgframe_wire::StreamFlags::STREAM_BEGIN)
+        } else {
+            f
+        };
+        f.encode(&mut out);
+    }
+    out.freeze()
+}
+
+async fn cat(client: &RawClient, url: &str, body: Bytes) -> usize {
+    let request = http::Request::post(url)
+        .header("accept", hgframe_http::MEDIA_TYPE)
+        .header("content-type", hgframe_http::MEDIA_TYPE)
+        .header(hgframe_http::ENCODINGS_HEADER, "zstd-8mb")
+        .body(http_body_util::Full::new(body))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut total = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            total += data.len();
+        }
+    }
+    total
+}
+
+#[derive(Default)]
+struct Times(BTreeMap<String, Vec<Duration>>, BTreeMap<String, Vec<Duration>>);
+
+impl Times {
+    fn add(&mut self, name: &str, t: Duration) {
+        self.0.entry(name.to_owned()).or_default().push(t);
+    }
+
+    /// CPU time of one run (all its threads or processes).
+    fn add_cpu(&mut self, name: &str, t: Duration) {
+        self.1.entry(name.to_owned()).or_default().push(t);
+    }
+
+    fn cpu_median(&self, name: &str) -> Option<Duration> {
+        let mut v = self.1.get(name)?.clone();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    }
+
+    fn min(&self, name: &str) -> Option<Duration> {
+        self.0.get(name)?.iter().min().copied()
+    }
+
+    fn median(&self, name: &str) -> Option<Duration> {
+        let mut v = self.0.get(name)?.clone();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    }
+
+    /// Median over rounds of `base[i] / other[i]`: the speed-up of `other`.
+    fn median_speedup(&self, base: &str, other: &str) -> Option<f64> {
+        let (b, o) = (self.0.get(base)?, self.0.get(other)?);
+        let mut r: Vec<f64> = b
+            .iter()
+            .zip(o)
+            .map(|(b, o)| b.as_secs_f64() / o.as_secs_f64())
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied()
+    }
+
+    fn report(&self, base: &str, others: &[&str]) {
+        for name in std::iter::once(&base).chain(others) {
+            let (Some(min), Some(median)) = (self.min(name), self.median(name)) else {
+                continue;
+            };
+            print!(
+                "  {name:<14} min {:>7.3} s  median {:>7.3} s",
+                min.as_secs_f64(),
+                median.as_secs_f64()
+            );
+            if let Some(cpu) = self.cpu_median(name) {
+                print!(
+                    "  CPU median {:>6.3} s ({:.2} cores at the median wall time)",
+                    cpu.as_secs_f64(),
+                    cpu.as_secs_f64() / median.as_secs_f64()
+                );
+                if let Some(base_cpu) = self.cpu_median(base).filter(|_| *name != base) {
+                    print!(
+                        "  CPU vs {base}: {:.2}x",
+                        cpu.as_secs_f64() / base_cpu.as_secs_f64()
+                    );
+                }
+            }
+            if *name != base {
+                if let (Some(bmin), Some(speedup)) =
+                    (self.min(base), self.median_speedup(base, name))
+                {
+                    print!(
+                        "  speed-up vs {base}: {:.2}x of minimums, {speedup:.2}x median of rounds",
+                        bmin.as_secs_f64() / min.as_secs_f64()
+                    );
+                }
+            }
+            println!();
+        }
+    }
+}
+
+fn main() {
+    let mut rounds = 5;
+    let mut server_mib = 64usize;
+    let mut files = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).unwrap(),
+            "--server-mib" => server_mib = args.next().and_then(|v| v.parse().ok()).unwrap(),
+            _ => files.push(PathBuf::from(arg)),
+        }
+    }
+    assert!(!files.is_empty(), "usage: scaling [--rounds N] FILE...");
+    let bin = PathBuf::from(
+        std::env::var("HGFRAME_BIN").unwrap_or_else(|_| "target/release/hgframe".into()),
+    );
+    assert!(bin.exists(), "{} is missing: build it first", bin.display());
+    let have_zstd = Command::new("zstd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let rt = runtime();
+    let raw: RawClient =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+
+    for file in &files {
+        let data = std::fs::read(file).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let halves = [tmp.path().join("half1"), tmp.path().join("half2")];
+        let mid = data.len() / 2;
+        std::fs::write(&halves[0], &data[..mid]).unwrap();
+        std::fs::write(&halves[1], &data[mid..]).unwrap();
+        let served = &data[..data.len().min(server_mib << 20)];
+        std::fs::write(tmp.path().join("served.bin"), served).unwrap();
+        drop(data);
+        let (one, two) = rt.block_on(async {
+            (
+                start_hgframe(tmp.path(), Some(1)).await,
+                start_hgframe(tmp.path(), Some(2)).await,
+            )
+        });
+        let urls = [one, two].map(|a| format!("http://{a}/api/exp-http-v2-0001/ro/cat"));
+        let request = cat_request("served.bin");
+
+        println!("{}:", file.display());
+        let mut times = Times::default();
+        for round in 0..rounds {
+            let mut line = format!("  round {round}:");
+            for streams in [1u8, 2, 4] {
+                let cpu = children_cpu();
+                let t = pack(&bin, streams, file);
+                times.add_cpu(&format!("pack {streams}"), children_cpu() - cpu);
+                times.add(&format!("pack {streams}"), t);
+                line += &format!(" pack{streams} {:.3}", t.as_secs_f64());
+            }
+            if have_zstd {
+                let cpu = children_cpu();
+                let t = zstd_one(file);
+                times.add_cpu("zstd x1", children_cpu() - cpu);
+                times.add("zstd x1", t);
+                line += &format!(" zstd {:.3}", t.as_secs_f64());
+                let cpu = children_cpu();
+                let t = zstd_two(&halves);
+                times.add_cpu("zstd x2", children_cpu() - cpu);
+                times.add("zstd x2", t);
+                line += &format!(" zstd-x2 {:.3}", t.as_secs_f64());
+            }
+            for (i, url) in urls.iter().enumerate() {
+                let (cpu, start) = (process_cpu(), Instant::now());
+                let got = rt.block_on(cat(&raw, url, request.clone()));
+                let t = start.elapsed();
+                times.add_cpu(&format!("serve {}", i + 1), process_cpu() - cpu);
+                assert!(got > 0);
+                times.add(&format!("serve {}", i + 1), t);
+                line += &format!(" serve{} {:.3}", i + 1, t.as_secs_f64());
+            }
+            println!("{line}");
+        }
+        times.report("pack 1", &["pack 2", "pack 4"]);
+        times.report("zstd x1", &["zstd x2"]);
+        times.report("serve 1", &["serve 2"]);
+    }
+}
