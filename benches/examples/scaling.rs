@@ -20,6 +20,9 @@
 //!   costs next to nothing and the server's compressors have the cores. N = 1 keeps
 //!   compression on the exchange's task; 2 compresses pieces on two worker streams.
 //!
+//! With `ONLY=NAME` only the variants whose name starts with NAME run (`pack2`, `zstd`,
+//! `serve1`, ...), for a profiler.
+//!
 //! Prints each round's wall times, then per variant the minimum and median, and the
 //! speed-ups against one stream (and, for the baseline, two zstd processes against one):
 //! ratios of minimums (the least disturbed run of each) and medians of each round's ratio.
@@ -40,25 +43,32 @@ mod common;
 
 use common::{runtime, start_hgframe, RawClient};
 
-/// CPU time (user + system) of the waited-for children, from `/proc/self/stat` (in
-/// clock ticks of 10 ms: fine for runs of a second).
-fn children_cpu() -> Duration {
+/// Fields of `/proc/self/stat` after the command name (which may hold spaces).
+fn stat_fields() -> Vec<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest
-        .split_whitespace()
+    rest.split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 after the name.
-    let ticks = fields.get(13).unwrap_or(&0) + fields.get(14).unwrap_or(&0);
-    Duration::from_millis(ticks * 10)
+        .collect()
 }
 
-/// CPU time of this process (the in-process server and its client).
+/// Sum of two fields of `/proc/self/stat`, in clock ticks of 10 ms (fine for runs of a
+/// second; read there rather than from the vDSO clock, so that the example also runs
+/// under valgrind).
+fn ticks(fields: &[u64], a: usize, b: usize) -> Duration {
+    Duration::from_millis(10 * (fields.get(a).unwrap_or(&0) + fields.get(b).unwrap_or(&0)))
+}
+
+/// CPU time (user + system) of the waited-for children: `cutime` and `cstime`, fields 16
+/// and 17 of the line (14 and 15 after the name).
+fn children_cpu() -> Duration {
+    ticks(&stat_fields(), 13, 14)
+}
+
+/// CPU time of this process (the in-process server and its client): `utime` and
+/// `stime`, fields 14 and 15 of the line.
 fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    ticks(&stat_fields(), 11, 12)
 }
 
 fn run(cmd: &mut Command, input: &Path) -> Duration {
@@ -230,6 +240,12 @@ impl Times {
     }
 }
 
+/// Whether the variant runs: all of them, or those whose name starts with `ONLY`
+/// (`pack2`, `serve`, `zstd`, ...), for profiling one alone.
+fn wanted(name: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| name.starts_with(&only))
+}
+
 fn main() {
     let mut rounds = 5;
     let mut server_mib = 64usize;
@@ -280,13 +296,16 @@ fn main() {
         for round in 0..rounds {
             let mut line = format!("  round {round}:");
             for streams in [1u8, 2, 4] {
+                if !wanted(&format!("pack{streams}")) {
+                    continue;
+                }
                 let cpu = children_cpu();
                 let t = pack(&bin, streams, file);
                 times.add_cpu(&format!("pack {streams}"), children_cpu() - cpu);
                 times.add(&format!("pack {streams}"), t);
                 line += &format!(" pack{streams} {:.3}", t.as_secs_f64());
             }
-            if have_zstd {
+            if have_zstd && wanted("zstd") {
                 let cpu = children_cpu();
                 let t = zstd_one(file);
                 times.add_cpu("zstd x1", children_cpu() - cpu);
@@ -299,6 +318,9 @@ fn main() {
                 line += &format!(" zstd-x2 {:.3}", t.as_secs_f64());
             }
             for (i, url) in urls.iter().enumerate() {
+                if !wanted(&format!("serve{}", i + 1)) {
+                    continue;
+                }
                 let (cpu, start) = (process_cpu(), Instant::now());
                 let got = rt.block_on(cat(&raw, url, request.clone()));
                 let t = start.elapsed();
