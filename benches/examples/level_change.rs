@@ -84,7 +84,9 @@ fn main() {
         ("zstd-8mb", 1, 3),
         ("deflate", 6, 1),
     ];
-    println!("| messages (second half) | profile | change | kept | restarted | cost | cost / kept |");
+    println!(
+        "| messages (second half) | profile | change | kept | restarted | cost | cost / kept |"
+    );
     println!("|---|---|---|---:|---:|---:|---:|");
     for (name, messages) in &sets {
         for (profile, before, after) in changes {

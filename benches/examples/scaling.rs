@@ -11,9 +11,11 @@
 //! - `pack N`: `hgframe frames pack --encoding zstd-8mb --level 3 --streams N < FILE >
 //!   /dev/null` for N = 1, 2, 4, as a whole process (the binary is `HGFRAME_BIN`, default
 //!   `target/release/hgframe`).
-//! - The baseline of what the machine gives: the `zstd` CLI (`-T1 -3`) on the whole file,
-//!   and two `zstd -T1 -3` processes at once, each on one half (the halves are copied to
-//!   temporary files first). Left out if `zstd` is not installed.
+//! - The ceiling: two `pack` processes (one stream each) at once, each on one half of
+//!   FILE (copied to temporary files first): what two cores give two independent runs.
+//! - The same for the `zstd` CLI (`-T1 -3`) on the whole file,
+//!   and two `zstd -T1 -3` processes at once, each on one half. Left out if `zstd` is
+//!   not installed.
 //! - `serve N`: an in-process `hgframe serve` (file commands, `parallel_streams` N) answers
 //!   `cat` of the first `--server-mib` MiB of FILE (default 64) in `zstd-8mb`, to a raw
 //!   HTTP/1.1 client that counts the body's bytes without decoding them, so the client
@@ -84,16 +86,9 @@ fn run(cmd: &mut Command, input: &Path) -> Duration {
 
 fn pack(bin: &Path, streams: u8, input: &Path) -> Duration {
     run(
-        Command::new(bin).args([
-            "frames",
-            "pack",
-            "--encoding",
-            "zstd-8mb",
-            "--level",
-            "3",
-            "--streams",
-            &streams.to_string(),
-        ]),
+        Command::new(bin)
+            .args(pack_args())
+            .args(["--streams", &streams.to_string()]),
         input,
     )
 }
@@ -102,13 +97,19 @@ fn zstd_one(input: &Path) -> Duration {
     run(Command::new("zstd").args(["-T1", "-3", "-q", "-c"]), input)
 }
 
-fn zstd_two(halves: &[PathBuf; 2]) -> Duration {
+fn pack_args() -> [&'static str; 6] {
+    ["frames", "pack", "--encoding", "zstd-8mb", "--level", "3"]
+}
+
+/// Two processes at once, each on one half: what two cores give to two independent
+/// runs of the same program, the ceiling for two streams in one process.
+fn two_processes(program: &Path, args: &[&str], halves: &[PathBuf; 2]) -> Duration {
     let start = Instant::now();
     let children: Vec<_> = halves
         .iter()
         .map(|half| {
-            Command::new("zstd")
-                .args(["-T1", "-3", "-q", "-c"])
+            Command::new(program)
+                .args(args)
                 .stdin(std::fs::File::open(half).unwrap())
                 .stdout(Stdio::null())
                 .spawn()
@@ -128,8 +129,7 @@ fn cat_request(path: &str) -> Bytes {
         hgframe_wire::StreamId(1),
     );
     let args = [(Bytes::from_static(b"path"), Bytes::from(path.to_owned()))];
-    let frames =
-        hgframe_wire::build::command_frames(target, b"cat", args, None::<&[u8]>).unwrap();
+    let frames = hgframe_wire::build::command_frames(target, b"cat", args, None::<&[u8]>).unwrap();
     let mut out = bytes::BytesMut::new();
     for (i, f) in frames.into_iter().enumerate() {
         let f = if i == 0 {
@@ -162,7 +162,10 @@ async fn cat(client: &RawClient, url: &str, body: Bytes) -> usize {
 }
 
 #[derive(Default)]
-struct Times(BTreeMap<String, Vec<Duration>>, BTreeMap<String, Vec<Duration>>);
+struct Times(
+    BTreeMap<String, Vec<Duration>>,
+    BTreeMap<String, Vec<Duration>>,
+);
 
 impl Times {
     fn add(&mut self, name: &str, t: Duration) {
@@ -305,6 +308,13 @@ fn main() {
                 times.add(&format!("pack {streams}"), t);
                 line += &format!(" pack{streams} {:.3}", t.as_secs_f64());
             }
+            if wanted("pack1x2") {
+                let cpu = children_cpu();
+                let t = two_processes(&bin, &pack_args(), &halves);
+                times.add_cpu("pack 1, x2", children_cpu() - cpu);
+                times.add("pack 1, x2", t);
+                line += &format!(" pack1x2 {:.3}", t.as_secs_f64());
+            }
             if have_zstd && wanted("zstd") {
                 let cpu = children_cpu();
                 let t = zstd_one(file);
@@ -312,7 +322,7 @@ fn main() {
                 times.add("zstd x1", t);
                 line += &format!(" zstd {:.3}", t.as_secs_f64());
                 let cpu = children_cpu();
-                let t = zstd_two(&halves);
+                let t = two_processes(Path::new("zstd"), &["-T1", "-3", "-q", "-c"], &halves);
                 times.add_cpu("zstd x2", children_cpu() - cpu);
                 times.add("zstd x2", t);
                 line += &format!(" zstd-x2 {:.3}", t.as_secs_f64());
@@ -331,7 +341,7 @@ fn main() {
             }
             println!("{line}");
         }
-        times.report("pack 1", &["pack 2", "pack 4"]);
+        times.report("pack 1", &["pack 2", "pack 4", "pack 1, x2"]);
         times.report("zstd x1", &["zstd x2"]);
         times.report("serve 1", &["serve 2"]);
     }

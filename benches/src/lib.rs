@@ -118,4 +118,3 @@ pub fn corpus_sets(dir: &Path) -> std::io::Result<Vec<(String, Vec<Bytes>)>> {
         ("corpus small/".into(), files_under(&dir.join("small"))),
     ])
 }
-

@@ -1,5 +1,5 @@
-//! Several streams encoded at once, one worker thread per stream, their frames
-//! interleaved onto one connection.
+//! Several streams encoded at once, one worker thread per stream (or at most
+//! [`ParallelEncoder::threads`]), their frames interleaved onto one connection.
 //!
 //! Streams are independent (each owns its compression context) and `Send`, so each can
 //! be encoded on its own core. Each worker runs a job that pushes frames through a
@@ -42,8 +42,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use hgframe_wire::{Frame, FrameType, RequestId};
@@ -60,6 +62,7 @@ type Batch = (usize, Vec<Frame>);
 pub struct ParallelEncoder {
     queue_depth: usize,
     batch_bytes: usize,
+    threads: usize,
 }
 
 impl Default for ParallelEncoder {
@@ -93,12 +96,27 @@ pub enum ParallelError<E> {
 }
 
 impl ParallelEncoder {
-    /// Batches of about 256 KiB, at most 4 queued per stream.
+    /// Batches of about 256 KiB, at most 4 queued per stream, every job on a thread of
+    /// its own.
     pub fn new() -> Self {
         Self {
             queue_depth: 4,
             batch_bytes: 256 * 1024,
+            threads: usize::MAX,
         }
+    }
+
+    /// Sets how many jobs run at once (at least 1; default: all of them). A thread that
+    /// finishes a job takes the next one not yet started, in the order of the jobs.
+    ///
+    /// More compressors than cores only take turns on them, and each turn evicts the
+    /// other contexts' tables from the caches: `hgframe frames pack --streams 4` on 2
+    /// cores took 1.45x the CPU time of one stream with a thread per stream
+    /// (docs/streams.md, "Many cores"). A job that waits for a later job to make progress
+    /// must not be limited this way.
+    pub fn threads(&mut self, n: usize) -> &mut Self {
+        self.threads = n.max(1);
+        self
     }
 
     /// Sets how many batches per stream may wait for the sink (at least 1). Memory in
@@ -114,7 +132,8 @@ impl ParallelEncoder {
         self
     }
 
-    /// Runs each job on its own thread with a [`StreamWriter`] on its stream, and passes
+    /// Runs each job on a worker thread (one per job, or [`Self::threads`] taking them in
+    /// turn) with a [`StreamWriter`] on its stream, and passes
     /// every frame to `sink` on the calling thread, each stream's frames in order.
     /// Returns the streams, in the order of `jobs`, for further use (a stream outlives
     /// its jobs; one that a job did not end is still open).
@@ -134,25 +153,45 @@ impl ParallelEncoder {
         let queued: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
         let (tx, rx) = sync_channel::<Batch>(self.queue_depth.saturating_mul(n).max(1));
         let batch_bytes = self.batch_bytes;
+        // Jobs not yet started, taken in order by whichever thread is free.
+        let waiting: Vec<Mutex<Option<(OutgoingStream, F)>>> =
+            jobs.into_iter().map(|job| Mutex::new(Some(job))).collect();
+        let next = AtomicUsize::new(0);
+        // Set once the sink failed: no job starts after that.
+        let stopped = AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .zip(&queued)
-                .enumerate()
-                .map(|(index, ((mut stream, job), queued))| {
+            let handles: Vec<_> = (0..self.threads.min(n))
+                .map(|_| {
                     let tx = tx.clone();
+                    let (waiting, next, stopped, queued) = (&waiting, &next, &stopped, &queued);
                     scope.spawn(move || {
-                        let mut writer = StreamWriter {
-                            stream: &mut stream,
-                            index,
-                            tx: &tx,
-                            queued,
-                            pending: Vec::new(),
-                            pending_bytes: 0,
-                            batch_bytes,
-                        };
-                        let result = job(&mut writer).and_then(|()| writer.finish());
-                        (stream, result)
+                        let mut done = Vec::new();
+                        while !stopped.load(Ordering::Relaxed) {
+                            let index = next.fetch_add(1, Ordering::Relaxed);
+                            let (Some(slot), Some(queued)) =
+                                (waiting.get(index), queued.get(index))
+                            else {
+                                break;
+                            };
+                            let Some((mut stream, job)) = lock(slot).take() else {
+                                continue;
+                            };
+                            let mut writer = StreamWriter {
+                                stream: &mut stream,
+                                index,
+                                tx: &tx,
+                                queued,
+                                pending: Vec::new(),
+                                pending_bytes: 0,
+                                batch_bytes,
+                            };
+                            // A panicking job loses its stream, not the jobs after it.
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                job(&mut writer).and_then(|()| writer.finish())
+                            }));
+                            done.push((index, result.map(|r| (stream, r))));
+                        }
+                        done
                     })
                 })
                 .collect();
@@ -170,21 +209,33 @@ impl ParallelEncoder {
                     }
                 }
             }
+            stopped.store(true, Ordering::Relaxed);
             drop(rx); // wakes workers blocked on a full channel, with an error
 
+            let mut finished: Vec<Option<_>> = (0..n).map(|_| None).collect();
+            for handle in handles {
+                // Jobs run under `catch_unwind`, so a thread itself does not panic.
+                for (index, result) in handle.join().unwrap_or_default() {
+                    if let Some(slot) = finished.get_mut(index) {
+                        *slot = Some(result);
+                    }
+                }
+            }
             let mut streams = Vec::with_capacity(n);
             let mut first_error = None;
-            for (index, handle) in handles.into_iter().enumerate() {
-                match handle.join() {
-                    Ok((stream, result)) => {
+            for (index, result) in finished.into_iter().enumerate() {
+                match result {
+                    Some(Ok((stream, result))) => {
                         if let Err(source) = result {
                             first_error.get_or_insert(ParallelError::Stream { index, source });
                         }
                         streams.push(stream);
                     }
-                    Err(_) => {
+                    Some(Err(_)) => {
                         first_error.get_or_insert(ParallelError::WorkerPanicked { index });
                     }
+                    // Not started: the sink failed first, which is the error returned.
+                    None => {}
                 }
             }
             match (sink_error, first_error) {
@@ -194,6 +245,12 @@ impl ParallelEncoder {
             }
         })
     }
+}
+
+/// Locks `slot`; a poisoned lock still holds a valid value (jobs never run under it).
+fn lock<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A job's handle on its stream: the [`OutgoingStream`] pushes, with the frames going

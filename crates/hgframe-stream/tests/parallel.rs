@@ -215,3 +215,102 @@ fn a_job_sees_its_backlog() {
     assert_eq!(seen.len(), 50);
     assert!(seen.iter().all(|&q| q <= 3), "{seen:?}");
 }
+
+/// A job that records how many jobs run at once while it runs, waits at `meet` if
+/// given, then encodes its data.
+fn counting_job<'a>(
+    running: &'a std::sync::atomic::AtomicUsize,
+    most: &'a std::sync::atomic::AtomicUsize,
+    meet: Option<&'a std::sync::Barrier>,
+    request: u16,
+) -> BorrowingJob<'a> {
+    use std::sync::atomic::Ordering;
+    Box::new(move |w: &mut StreamWriter<'_>| {
+        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(now, Ordering::SeqCst);
+        match meet {
+            // Returns only once every job has started: they all run at once.
+            Some(barrier) => {
+                barrier.wait();
+            }
+            // Gives the other threads time to start jobs, if they (wrongly) may.
+            None => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+        let result = w.push_data(
+            RequestId(request),
+            FrameType::BytesResponse,
+            data(5000, u64::from(request)),
+            true,
+        );
+        running.fetch_sub(1, Ordering::SeqCst);
+        result?;
+        w.end()
+    })
+}
+
+#[test]
+fn threads_bounds_the_jobs_running_at_once_and_runs_them_all() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let all_four = std::sync::Barrier::new(4);
+    // With a bound, never more jobs at once than threads; without, all four at once
+    // (they meet at a barrier, which would hang if one waited for another to end).
+    for (threads, meet) in [(1, None), (2, None), (usize::MAX, Some(&all_four))] {
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let jobs: Vec<(OutgoingStream, BorrowingJob<'_>)> = (0..4)
+            .map(|i| {
+                (
+                    stream(2 + 2 * i as u8),
+                    counting_job(&running, &most, meet, 1 + 2 * i as u16),
+                )
+            })
+            .collect();
+        let mut ended = Vec::new();
+        let streams = ParallelEncoder::new()
+            .threads(threads)
+            .run(jobs, |frame| {
+                if frame
+                    .stream_flags()
+                    .contains(hgframe_wire::StreamFlags::STREAM_END)
+                {
+                    ended.push(frame.stream_id().0);
+                }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=threads.min(4)).contains(&most),
+            "threads({threads}): {most}"
+        );
+        if meet.is_some() {
+            assert_eq!(most, 4);
+        }
+        // Every job ran, and the streams come back in job order.
+        ended.sort_unstable();
+        assert_eq!(ended, [2, 4, 6, 8]);
+        let ids: Vec<u8> = streams.iter().map(|s| s.id().0).collect();
+        assert_eq!(ids, [2, 4, 6, 8]);
+    }
+}
+
+#[test]
+fn a_panicking_job_does_not_stop_the_jobs_after_it_on_its_thread() {
+    let panicking: Job = Box::new(|_: &mut StreamWriter<'_>| panic!("job panics"));
+    let mut frames = 0;
+    let result = ParallelEncoder::new().threads(1).run(
+        vec![
+            (stream(2), panicking),
+            (stream(4), job(3, vec![data(100, 1)], true)),
+        ],
+        |_| {
+            frames += 1;
+            Ok::<(), ()>(())
+        },
+    );
+    assert!(matches!(
+        result,
+        Err(ParallelError::WorkerPanicked { index: 0 })
+    ));
+    // The second job still ran on the same (only) thread.
+    assert!(frames >= 1);
+}

@@ -246,18 +246,23 @@ pub(crate) fn pack(args: PackArgs) -> CliResult {
         .collect();
 
     let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let result = ParallelEncoder::new().run(jobs, |frame: Frame| {
-        let (header, payload) = frame.to_parts();
-        let written = stdout
-            .write_all(&header)
-            .and_then(|()| stdout.write_all(&payload));
-        if written.is_err() {
-            gate.open();
-        } else if frame.known_type() == Some(FrameType::BytesResponse) {
-            gate.seen(usize::from(frame.stream_id().0.saturating_sub(2) / 2));
-        }
-        written
-    });
+    // As many compressors at once as there are cores: more would only take turns, and
+    // each turn evicts the others' tables from the caches (docs/streams.md).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let result = ParallelEncoder::new()
+        .threads(cores)
+        .run(jobs, |frame: Frame| {
+            let (header, payload) = frame.to_parts();
+            let written = stdout
+                .write_all(&header)
+                .and_then(|()| stdout.write_all(&payload));
+            if written.is_err() {
+                gate.open();
+            } else if frame.known_type() == Some(FrameType::BytesResponse) {
+                gate.seen(usize::from(frame.stream_id().0.saturating_sub(2) / 2));
+            }
+            written
+        });
     if let Some(io) = read_error
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
