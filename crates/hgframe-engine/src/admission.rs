@@ -236,6 +236,18 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.start(job).await
+    }
+
+    /// Queues `job` now (unlike [`Self::run`], which queues it when first polled) and
+    /// returns its result to come. The job runs whether or not the result is awaited,
+    /// so no task is needed to drive it: the exchange's pieces cost one hand-over to a
+    /// pool thread and one wake-up back, not a tokio task's two more.
+    pub(crate) fn start<T, F>(&self, job: F) -> PoolJob<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.handle.inner);
         let job: Job = Box::new(move || {
@@ -245,10 +257,8 @@ impl BlockingPool {
             inner.running.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(out);
         });
-        self.submit(job)?;
-        match rx.await {
-            Ok(Ok(out)) => Ok(out),
-            _ => Err(JobFailed),
+        PoolJob {
+            rx: self.submit(job).ok().map(|()| rx),
         }
     }
 
@@ -272,6 +282,30 @@ impl BlockingPool {
         drop(state);
         self.handle.inner.ready.notify_one();
         Ok(())
+    }
+}
+
+/// The result of a job queued by [`BlockingPool::start`]: `Err(JobFailed)` if it could
+/// not be queued or panicked.
+pub(crate) struct PoolJob<T> {
+    /// `None` when the job was never queued.
+    rx: Option<tokio::sync::oneshot::Receiver<std::thread::Result<T>>>,
+}
+
+impl<T> std::future::Future for PoolJob<T> {
+    type Output = Result<T, JobFailed>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::task::Poll::Ready(Err(JobFailed));
+        };
+        std::pin::Pin::new(rx).poll(cx).map(|out| match out {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(JobFailed),
+        })
     }
 }
 
@@ -366,5 +400,26 @@ mod tests {
             Err(JobFailed)
         );
         assert_eq!(pool.run(|| 5).await, Ok(5));
+    }
+
+    #[test]
+    fn a_started_job_runs_without_being_polled() {
+        // No runtime and no poll: `start` queues the job itself (the exchange's pieces
+        // rely on it, having no task to drive them).
+        let pool = BlockingPool::new(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = pool.start(move || tx.send(7).is_ok());
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(7));
+        let done = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(job);
+        assert_eq!(done, Ok(true));
+        let panicking = pool.start(|| -> u8 { panic!("on purpose") });
+        let failed = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(panicking);
+        assert_eq!(failed, Err(JobFailed));
     }
 }

@@ -26,9 +26,8 @@ use bytes::Bytes;
 use hgframe_reactor::{ServerReactor, IDENTITY};
 use hgframe_stream::{OutgoingStream, StreamError};
 use hgframe_wire::{Frame, FrameType, RequestId};
-use tokio::task::JoinHandle;
 
-use crate::admission::{BlockingPool, JobFailed};
+use crate::admission::{BlockingPool, JobFailed, PoolJob};
 
 use crate::command::Report;
 
@@ -43,10 +42,7 @@ pub(crate) struct Encoded {
 /// One thing a request produced, in its order.
 pub(crate) enum Step {
     /// A piece compressing on a worker; `eos` when it ends the response.
-    Piece {
-        handle: JoinHandle<Result<Encoded, JobFailed>>,
-        eos: bool,
-    },
+    Piece { handle: PoolJob<Encoded>, eos: bool },
     /// A report that waits for the pieces before it.
     Report(Report),
 }
@@ -132,7 +128,6 @@ impl Workers {
             return Err(data);
         };
         self.busy += 1;
-        let pool = self.pool.clone();
         let job = move || {
             let started = Instant::now();
             let raw = data.len() as u64;
@@ -148,7 +143,7 @@ impl Workers {
             }
         };
         // On the server's blocking pool: compression shares its threads with file I/O.
-        let handle = tokio::spawn(async move { pool.run(job).await });
+        let handle = self.pool.start(job);
         Ok(Step::Piece { handle, eos })
     }
 
@@ -197,7 +192,7 @@ pub(crate) fn next_done(
         for (request, lane) in lanes.iter_mut() {
             if let Some(Step::Piece { handle, .. }) = lane.front_mut() {
                 if let Poll::Ready(done) = Pin::new(handle).poll(cx) {
-                    return Poll::Ready((*request, done.unwrap_or(Err(JobFailed))));
+                    return Poll::Ready((*request, done));
                 }
             }
         }
