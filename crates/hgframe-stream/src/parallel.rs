@@ -183,6 +183,7 @@ impl ParallelEncoder {
                                 queued,
                                 pending: Vec::new(),
                                 pending_bytes: 0,
+                                sent_any: false,
                                 batch_bytes,
                             };
                             // A panicking job loses its stream, not the jobs after it.
@@ -266,6 +267,8 @@ pub struct StreamWriter<'a> {
     pending: Vec<Frame>,
     pending_bytes: usize,
     batch_bytes: usize,
+    /// Whether a batch went out: the first goes as soon as it holds a data frame.
+    sent_any: bool,
 }
 
 impl std::fmt::Debug for StreamWriter<'_> {
@@ -360,7 +363,11 @@ impl StreamWriter<'_> {
             .map(Frame::encoded_len)
             .sum();
         self.pending_bytes += added;
-        if self.pending_bytes < self.batch_bytes || self.pending.len() < 2 {
+        // The first batch goes out as soon as it holds a data frame besides the one
+        // kept back: a sink may wait for every stream's first data before it lets the
+        // next start (`frames pack` does), and should not wait for a whole batch.
+        let first = !self.sent_any && self.pending.len() >= 3;
+        if (self.pending_bytes < self.batch_bytes && !first) || self.pending.len() < 2 {
             return Ok(());
         }
         let keep = self.pending.split_off(self.pending.len() - 1);
@@ -378,6 +385,7 @@ impl StreamWriter<'_> {
     }
 
     fn send(&mut self, batch: Vec<Frame>) -> Result<(), StreamError> {
+        self.sent_any = true;
         self.pending_bytes = self.pending.iter().map(Frame::encoded_len).sum();
         self.queued.fetch_add(1, Ordering::Relaxed);
         self.tx

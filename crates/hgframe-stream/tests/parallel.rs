@@ -314,3 +314,38 @@ fn a_panicking_job_does_not_stop_the_jobs_after_it_on_its_thread() {
     // The second job still ran on the same (only) thread.
     assert!(frames >= 1);
 }
+
+#[test]
+fn a_streams_first_data_reaches_the_sink_before_a_whole_batch() {
+    // `frames pack` lets stream k start only once every lower stream's data reached
+    // stdout: the first hand-over must not wait for a whole batch (256 KiB).
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let seen = AtomicBool::new(false);
+    let jobs: Vec<(OutgoingStream, BorrowingJob<'_>)> = vec![(
+        stream(2),
+        Box::new(|w: &mut StreamWriter<'_>| {
+            for j in 0..3 {
+                w.push_data(RequestId(1), FrameType::BytesResponse, data(1000, j), false)?;
+            }
+            // A few KiB pushed: the sink gets the data frames but the last now.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !seen.load(Ordering::SeqCst) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the sink never saw the first data"
+                );
+                std::thread::yield_now();
+            }
+            w.push_data(RequestId(1), FrameType::BytesResponse, Bytes::new(), true)?;
+            w.end()
+        }),
+    )];
+    ParallelEncoder::new()
+        .run(jobs, |frame| {
+            if frame.known_type() == Some(FrameType::BytesResponse) {
+                seen.store(true, Ordering::SeqCst);
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+}
