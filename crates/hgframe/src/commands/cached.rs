@@ -73,15 +73,33 @@ pub(crate) async fn answer(
         .is_settled(SystemTime::now(), cache.limits().settle_time);
     let mut fill = Fill::new(&plan.encoding, pool, file, path)?;
     let total = plan.validator.len();
-    let pieces = fill.run(out, total, cache.limits().max_entry_bytes).await?;
-    if !settled {
-        return Ok(());
-    }
-    let (Some(pieces), Some(file)) = (pieces, fill.file.take()) else {
+    let Some((out, pieces)) = fill.run(out, total, cache.limits().max_entry_bytes).await? else {
         return Ok(());
     };
-    // The same file, unchanged while it was read (what a rename put at the path since
-    // has another inode, and misses).
+    let Some(last) = pieces.last().cloned() else {
+        return Err(CommandError::new("reading the file failed"));
+    };
+    // Stored before the last piece goes: once the client has the whole answer, the
+    // next `cat` finds it.
+    if settled {
+        if let Some(file) = fill.file.take() {
+            store(cache, plan, pool, file, path, pieces).await?;
+        }
+    }
+    out.finish_precompressed(last.compressed).await?;
+    Ok(())
+}
+
+/// Stores `pieces` if the file is the same, unchanged while it was read, and they hold
+/// all of it (what a rename put at the path since has another inode, and misses).
+async fn store(
+    cache: &ResponseCache,
+    plan: Plan,
+    pool: &BlockingPool,
+    file: std::fs::File,
+    path: &str,
+    pieces: Vec<Piece>,
+) -> Result<(), CommandError> {
     let now = pool
         .run(move || file.metadata().map(|m| Validator::of(&m)))
         .await
@@ -148,17 +166,19 @@ impl<'a> Fill<'a> {
         })
     }
 
-    /// Sends the whole file, a compressed piece at a time (one piece of look-ahead, so
-    /// the last carries `eos`), with progress reports against `total`, as the uncached
-    /// `cat`. Returns the pieces, unless they came to more than `max_raw` raw bytes
-    /// (the file grew while it was read): those are not kept.
+    /// Sends the file, a compressed piece at a time, all but its last piece (one piece
+    /// of look-ahead, so the last can carry `eos`), with progress reports against
+    /// `total` as the uncached `cat`. Returns the responder and every piece, the last
+    /// one to be sent by the caller; with no piece kept but the last when they came to
+    /// more than `max_raw` raw bytes (the file grew while it was read). `None` once the
+    /// response ended: the file was empty.
     async fn run(
         &mut self,
         mut out: Responder,
         total: u64,
         max_raw: u64,
-    ) -> Result<Option<Vec<Piece>>, CommandError> {
-        let mut kept = Some(Vec::new());
+    ) -> Result<Option<(Responder, Vec<Piece>)>, CommandError> {
+        let mut pieces = Vec::new();
         let mut current = self.next().await?;
         if current.raw_len == 0 {
             // The file was emptied since it was looked at.
@@ -175,21 +195,19 @@ impl<'a> Fill<'a> {
             sent += current.raw_len;
             out.progress("cat", sent, total.max(sent)).await?;
             let done = std::mem::replace(&mut current, next);
-            // Beyond the entry limit nothing more is held.
-            kept = kept.filter(|_| sent <= max_raw).map(|mut k| {
-                k.push(done);
-                k
-            });
+            // Beyond the entry limit nothing more is held (nor stored: too few).
+            if sent <= max_raw {
+                pieces.push(done);
+            } else {
+                pieces.clear();
+            }
         }
-        let end = sent + current.raw_len;
         if sent > 0 {
+            let end = sent + current.raw_len;
             out.progress("cat", end, end).await?;
         }
-        out.finish_precompressed(current.compressed.clone()).await?;
-        Ok(kept.filter(|_| end <= max_raw).map(|mut k| {
-            k.push(current);
-            k
-        }))
+        pieces.push(current);
+        Ok(Some((out, pieces)))
     }
 
     /// Reads and compresses the next piece on the pool (empty at the end of the file).
