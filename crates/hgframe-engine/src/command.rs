@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use hgframe_reactor::ResponseEncoding;
 use hgframe_wire::payload::progress::{Progress, MAX_TOPIC_LEN};
 use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::RequestId;
@@ -457,6 +458,14 @@ pub(crate) enum Report {
         data: Bytes,
         eos: bool,
     },
+    /// Response bytes already compressed for the response's encoding (a cache's),
+    /// sent as they are; `eos` on the last.
+    Precompressed {
+        request: RequestId,
+        gen: u64,
+        data: Bytes,
+        eos: bool,
+    },
     /// Text output for people.
     Text {
         request: RequestId,
@@ -484,6 +493,7 @@ impl Report {
     pub(crate) fn request(&self) -> RequestId {
         match self {
             Self::Data { request, .. }
+            | Self::Precompressed { request, .. }
             | Self::Text { request, .. }
             | Self::Progress { request, .. }
             | Self::Sensitive { request, .. }
@@ -496,6 +506,7 @@ impl Report {
     pub(crate) fn gen(&self) -> u64 {
         match self {
             Self::Data { gen, .. }
+            | Self::Precompressed { gen, .. }
             | Self::Text { gen, .. }
             | Self::Progress { gen, .. }
             | Self::Sensitive { gen, .. }
@@ -506,7 +517,7 @@ impl Report {
     /// Whether it ends its request's response.
     pub(crate) fn ends_response(&self) -> bool {
         match self {
-            Self::Data { eos, .. } => *eos,
+            Self::Data { eos, .. } | Self::Precompressed { eos, .. } => *eos,
             Self::Text { .. } | Self::Progress { .. } | Self::Sensitive { .. } => false,
             Self::Finished { .. } => true,
         }
@@ -530,6 +541,9 @@ pub struct Responder {
     finished: bool,
     /// Progress reports, if the client accepted them.
     progress: Option<ProgressGate>,
+    /// How the response's data is compressed, for data compressed ahead of time
+    /// (`None`: it is not, or the response was marked sensitive).
+    encoding: Option<ResponseEncoding>,
 }
 
 /// The rate limit of one request's progress reports, on the engine's clock
@@ -579,7 +593,57 @@ impl Responder {
             large_piece: large_piece.map(|n| n.max(1)),
             finished: false,
             progress: None,
+            encoding: None,
         }
+    }
+
+    /// Lets the handler send data compressed ahead of time in `encoding`, the
+    /// response's.
+    pub(crate) fn with_encoding(mut self, encoding: Option<ResponseEncoding>) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// How this response's data is compressed, for a handler that keeps compressed
+    /// copies of its answers (a cache): data compressed with it, as
+    /// [`ResponseEncoding`] says, can go through [`Self::write_precompressed`] with no
+    /// compression work. `None` when the response is not compressed (the client takes
+    /// `identity`) or was marked sensitive ([`Self::set_sensitive`]): send the data
+    /// with [`Self::write`] then. A profile may have no pre-compressed form at all
+    /// (`deflate`): [`ResponseEncoding::profile`] says.
+    pub fn response_encoding(&self) -> Option<&ResponseEncoding> {
+        self.encoding.as_ref()
+    }
+
+    /// Sends response bytes already compressed for [`Self::response_encoding`] (whole
+    /// units of its profile: for zstd, whole zstd frames), as they are. More may follow.
+    /// They count against the exchange's output budget like other output. Data the
+    /// response's stream cannot take (no such encoding, not whole units) fails the
+    /// response with an error; nothing of it is sent.
+    pub async fn write_precompressed(&mut self, compressed: Bytes) -> Result<(), Disconnected> {
+        self.send_precompressed(compressed, false).await
+    }
+
+    /// Like [`Self::write_precompressed`], and ends the response.
+    pub async fn finish_precompressed(mut self, compressed: Bytes) -> Result<(), Disconnected> {
+        self.send_precompressed(compressed, true).await
+    }
+
+    async fn send_precompressed(&mut self, data: Bytes, eos: bool) -> Result<(), Disconnected> {
+        if self.finished {
+            return Ok(());
+        }
+        self.tx
+            .send(Report::Precompressed {
+                request: self.request,
+                gen: self.gen,
+                data,
+                eos,
+            })
+            .await
+            .map_err(|_| Disconnected)?;
+        self.finished = eos;
+        Ok(())
     }
 
     /// Sends progress reports through `gate` (the client accepted them).
@@ -619,6 +683,8 @@ impl Responder {
         if self.finished {
             return Ok(());
         }
+        // Sensitive data goes raw: nothing compressed ahead of time either.
+        self.encoding = None;
         self.tx
             .send(Report::Sensitive {
                 request: self.request,

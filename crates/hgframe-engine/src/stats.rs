@@ -55,6 +55,10 @@ pub struct StreamCounters {
     pub profile: String,
     /// Payload bytes before content encoding.
     pub raw_bytes: u64,
+    /// Bytes sent as they were given, already compressed (a response cache's,
+    /// [`crate::Responder::write_precompressed`]): not in `raw_bytes`, and no
+    /// compression work was done for them.
+    pub precompressed_bytes: u64,
     /// Payload bytes on the wire (after content encoding, headers not counted).
     pub wire_bytes: u64,
     /// Frames sent.

@@ -75,4 +75,4 @@ pub use client::{ClientEvent, ClientReactor};
 pub use config::{ClientConfig, DataMode, ServerConfig, IDENTITY, MIN_FRAME_SIZE};
 pub use error::{ErrorKind, Limit, ProtocolError, ReactorError};
 pub use hgframe_wire::payload::text_output::TextAtom;
-pub use server::ServerReactor;
+pub use server::{ResponseEncoding, ServerReactor};

@@ -1,5 +1,6 @@
 //! The counters of one exchange ([`ExchangeStats`]): frames and bytes each way, and per
-//! output stream its frames, wire bytes, raw bytes and encoding time.
+//! output stream its frames, wire bytes, raw bytes, pre-compressed bytes and encoding
+//! time.
 //!
 //! Raw bytes and encoding time are known when output is given to the reactor, but the
 //! stream they belong to only when its frames come out (the reactor has one output
@@ -14,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) stats: ExchangeStats,
     started: Instant,
     pending_raw: u64,
+    pending_precompressed: u64,
     pending_time: Duration,
     /// Whether the counters were given to the observer (exactly once, even when the
     /// exchange is dropped unfinished).
@@ -26,6 +28,7 @@ impl Counters {
             stats,
             started: Instant::now(),
             pending_raw: 0,
+            pending_precompressed: 0,
             pending_time: Duration::ZERO,
             reported: false,
         }
@@ -40,6 +43,11 @@ impl Counters {
     pub(crate) fn encoded(&mut self, raw: u64, time: Duration) {
         self.pending_raw += raw;
         self.pending_time += time;
+    }
+
+    /// Pre-compressed bytes (a cache's) given to the reactor's own stream.
+    pub(crate) fn precompressed(&mut self, bytes: u64) {
+        self.pending_precompressed += bytes;
     }
 
     /// A frame that went out on `stream_id` (`own`: the reactor's stream, which the
@@ -64,14 +72,20 @@ impl Counters {
     }
 
     fn flush_pending(&mut self, stream_id: u8, profile: &str) {
-        if self.pending_raw == 0 && self.pending_time.is_zero() {
+        if self.pending_raw == 0 && self.pending_precompressed == 0 && self.pending_time.is_zero() {
             return;
         }
-        let (raw, time) = (self.pending_raw, self.pending_time);
+        let (raw, precompressed, time) = (
+            self.pending_raw,
+            self.pending_precompressed,
+            self.pending_time,
+        );
         self.pending_raw = 0;
+        self.pending_precompressed = 0;
         self.pending_time = Duration::ZERO;
         if let Some(counters) = self.stream(stream_id, profile) {
             counters.raw_bytes += raw;
+            counters.precompressed_bytes += precompressed;
             counters.encode_time += time;
         }
     }

@@ -541,6 +541,9 @@ impl Exchange {
         if self.reactor.extensions().contains(Extension::Progress) {
             out = out.with_progress(ProgressGate::new(self.config.progress_interval()));
         }
+        // For handlers that keep compressed answers (a cache); none if the stream
+        // cannot be opened, whose failure the response itself will meet.
+        out = out.with_encoding(self.reactor.response_encoding().ok().flatten());
         self.handlers.admit(
             request,
             handler,
@@ -671,6 +674,15 @@ impl Exchange {
                 self.pacing.gave(data.len());
                 let raw = data.len() as u64;
                 self.feed_counted(request, raw, |r| r.on_response_data(request, data, eos));
+            }
+            Report::Precompressed {
+                request, data, eos, ..
+            } => {
+                // Charged like other output, in the bytes that will go out: no raw
+                // bytes, no compression work.
+                self.pacing.gave(data.len());
+                self.counters.precompressed(data.len() as u64);
+                self.feed(request, |r| r.on_response_precompressed(request, data, eos));
             }
             Report::Text { request, atoms, .. } => {
                 let fed = self.try_feed(request, |r| r.on_text_output(request, &atoms));

@@ -7,6 +7,7 @@
 mod extension;
 mod offthread;
 mod output;
+mod precompressed;
 mod request;
 mod sensitive;
 
@@ -26,6 +27,7 @@ use hgframe_wire::payload::text_output::TextAtom;
 use hgframe_wire::{CommandNameFlags, ErrorResponseFlags, Frame, FrameType, RequestId, StreamId};
 
 use self::output::{OutputQueue, Queued};
+pub use self::precompressed::ResponseEncoding;
 use self::request::{data_flags, ArgLimits, ArgsProgress, Pending, RequestState, Response};
 use crate::action::{CommandRequest, ServerAction};
 use crate::budget::Budget;

@@ -10,7 +10,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use hgframe::commands::FileCommands;
+use hgframe::commands::cache::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRY_BYTES};
+use hgframe::commands::{CacheLimits, FileCommands};
 use hgframe_http::bytestream::{serve_connection, serve_tcp};
 use hgframe_http::{serve, ConfigError, ExchangeStats, HgFrameService, Registry, ServerConfig};
 use tokio::net::TcpListener;
@@ -45,9 +46,30 @@ pub(crate) struct ServeArgs {
     /// Most bytes one `put` writes, counted after decoding (default 1 GiB); at least 1.
     #[arg(long, value_name = "N")]
     max_put_bytes: Option<u64>,
+    /// Most bytes the response cache of `cat` holds (default 64 MiB); 0 disables it.
+    #[arg(long, value_name = "N")]
+    cache_bytes: Option<u64>,
+    /// Largest file the response cache holds, in bytes (default 8 MiB, or --cache-bytes
+    /// if smaller); at least 1, at most --cache-bytes.
+    #[arg(long, value_name = "N")]
+    cache_entry_bytes: Option<u64>,
     /// Answer `debugreflect` requests (off by default).
     #[arg(long)]
     debugreflect: bool,
+}
+
+impl ServeArgs {
+    /// The response cache the options ask for.
+    fn cache_limits(&self) -> CacheLimits {
+        let max_bytes = self.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        CacheLimits {
+            max_bytes,
+            max_entry_bytes: self
+                .cache_entry_bytes
+                .unwrap_or_else(|| DEFAULT_CACHE_ENTRY_BYTES.min(max_bytes)),
+            ..CacheLimits::default()
+        }
+    }
 }
 
 pub(crate) fn run(args: ServeArgs) -> CliResult {
@@ -67,6 +89,13 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
     if let Some(max) = args.max_put_bytes {
         files.set_max_put_bytes(max);
     }
+    let cache = args.cache_limits();
+    if let Err(reason) = cache.check() {
+        return Err(Failure::usage(format!(
+            "--cache-bytes, --cache-entry-bytes: {reason}"
+        )));
+    }
+    files.set_cache(cache).map_err(Failure::bad)?;
     files.register(&mut registry);
     let mut config = ServerConfig::default();
     config.set_debugreflect(args.debugreflect);

@@ -21,6 +21,12 @@
 //! servers must not share a root). `put` refuses data over a size limit, counted in
 //! decoded bytes ([`FileCommands::set_max_put_bytes`], default 1 GiB).
 //!
+//! `cat` can answer from a response cache ([`FileCommands::set_cache`], off unless
+//! set): the compressed answer of a file that did not change since (size, times, inode)
+//! is sent again as it is, with no compression work, when the response is compressed
+//! in a profile that takes pre-compressed data (zstd) and not marked sensitive. See
+//! [`cache`].
+//!
 //! ```no_run
 //! use hgframe::commands::FileCommands;
 //! use hgframe::engine::Registry;
@@ -40,6 +46,12 @@ use hgframe_engine::{
     BlockingPool, CommandError, CommandInput, DataReader, Error, Permission, Registry, Responder,
 };
 
+pub mod cache;
+mod cached;
+
+use cache::ResponseCache;
+pub use cache::{CacheLimits, CacheStats};
+
 /// Bytes `cat` reads from the file at a time.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -56,6 +68,8 @@ pub struct FileCommands {
     dir: Arc<Dir>,
     max_list_entries: usize,
     max_put_bytes: u64,
+    /// Shared by the clones the commands are registered with.
+    cache: Option<Arc<ResponseCache>>,
 }
 
 impl FileCommands {
@@ -86,6 +100,7 @@ impl FileCommands {
             dir: Arc::new(dir),
             max_list_entries: 1_000_000,
             max_put_bytes: DEFAULT_MAX_PUT_BYTES,
+            cache: None,
         })
     }
 
@@ -108,6 +123,31 @@ impl FileCommands {
     pub fn set_max_put_bytes(&mut self, n: u64) -> &mut Self {
         self.max_put_bytes = n;
         self
+    }
+
+    /// Answers `cat` through a response cache with these limits, empty at first
+    /// ([`CacheLimits::disabled`], the default, for none). Call it before
+    /// [`Self::register`]: the commands registered share the cache they were registered
+    /// with. Limits that cannot work ([`CacheLimits::check`]) are refused, and the
+    /// cache stays as it was.
+    ///
+    /// ```no_run
+    /// use hgframe::commands::{CacheLimits, FileCommands};
+    /// let mut files = FileCommands::new(".")?;
+    /// files.set_cache(CacheLimits { max_bytes: 16 << 20, ..CacheLimits::default() })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_cache(&mut self, limits: CacheLimits) -> Result<&mut Self, Error> {
+        limits
+            .check()
+            .map_err(|reason| Error::invalid(format!("response cache: {reason}")))?;
+        self.cache = ResponseCache::new(limits).map(Arc::new);
+        Ok(self)
+    }
+
+    /// The response cache's counters (hits, misses, bytes held), if there is a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// Registers `echo`, `files`, `cat` and `put`.
@@ -159,15 +199,21 @@ impl FileCommands {
         let pool = input.blocking().clone();
         let dir = Arc::clone(&self.dir);
         let shown = path.clone();
-        let (mut file, total) = pool
+        let (mut file, meta) = pool
             .run(move || {
                 let file = open_existing(&dir, &relative, &shown)?;
-                // The size, for progress reports (0, "unknown", if it cannot be read).
-                let total = file.metadata().map_or(0, |m| m.len());
-                Ok::<_, CommandError>((file, total))
+                let meta = file.metadata().ok();
+                Ok::<_, CommandError>((file, meta))
             })
             .await
             .map_err(|e| CommandError::new(e.to_string()))??;
+        if let (Some(cache), Some(meta)) = (&self.cache, &meta) {
+            if let Some(plan) = cached::plan(cache, &out, &path, meta) {
+                return cached::answer(cache, plan, &pool, file, out, &path).await;
+            }
+        }
+        // The size, for progress reports (0, "unknown", if it cannot be read).
+        let total = meta.map_or(0, |m| m.len());
         let mut out = out;
         let mut current;
         (file, current) = read_chunk(&pool, file, &path).await?;
