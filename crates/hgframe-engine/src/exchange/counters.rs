@@ -111,15 +111,18 @@ impl Counters {
         }
         self.reported = true;
         self.stats.elapsed = self.started.elapsed();
+        let pending = (self.pending_raw, self.pending_time);
         let last_own = self
             .stats
             .streams
-            .iter()
+            .iter_mut()
             .rev()
-            .find(|s| !is_worker(s.stream_id))
-            .map(|s| (s.stream_id, s.profile.clone()));
-        if let Some((id, profile)) = last_own {
-            self.flush_pending(id, &profile);
+            .find(|s| !is_worker(s.stream_id));
+        if let Some(counters) = last_own {
+            counters.raw_bytes += pending.0;
+            counters.encode_time += pending.1;
+            self.pending_raw = 0;
+            self.pending_time = Duration::ZERO;
         }
         Some(&self.stats)
     }

@@ -93,6 +93,16 @@ pub(crate) struct Handlers {
     /// How to stop each running handler (extension `cancel`), with its command's
     /// number in the exchange.
     aborts: FxHashMap<RequestId, (u64, AbortHandle)>,
+    /// The client may cancel commands (extension `cancel`): only then is each handler
+    /// wrapped so that it can be stopped (a shared handle per handler, saved otherwise).
+    cancellable: bool,
+    /// Starts wait until [`Self::end_batch`]: the exchange is reading frames that had
+    /// already arrived, and a command whose data comes whole among them gets it whole.
+    batch: bool,
+    /// In a batch, a handler has something to do: one started, a command is complete,
+    /// or a running one was given data. The batch ends there, so that handlers still go
+    /// before the next frame, as they do without batches.
+    batch_ready: bool,
 }
 
 impl Handlers {
@@ -119,7 +129,37 @@ impl Handlers {
             caller,
             paused: false,
             aborts: FxHashMap::default(),
+            cancellable: false,
+            batch: false,
+            batch_ready: false,
         }
+    }
+
+    /// Whether the client may cancel the commands started from now on.
+    pub(crate) fn set_cancellable(&mut self, cancellable: bool) {
+        self.cancellable = cancellable;
+    }
+
+    /// The exchange reads frames that had already arrived: commands admitted meanwhile
+    /// start at [`Self::end_batch`] (or when the next command, or a piece of data that
+    /// does not end theirs, arrives), so that one whose data arrives whole, in one
+    /// piece, gets it without a data queue, and starts at once with it.
+    pub(crate) fn begin_batch(&mut self) {
+        self.batch = true;
+        self.batch_ready = false;
+    }
+
+    /// Whether the batch should end before the next frame: a handler has something to
+    /// do (it would run before that frame is read without batches).
+    pub(crate) fn batch_ready(&self) -> bool {
+        self.batch_ready
+    }
+
+    /// The batch of frames is read: what waited for it starts.
+    pub(crate) fn end_batch(&mut self) {
+        self.batch = false;
+        self.batch_ready = false;
+        self.start_ready();
     }
 
     /// What a command costs while it waits: its bookkeeping and arguments.
@@ -156,8 +196,13 @@ impl Handlers {
         reports: mpsc::Sender<Report>,
         cost: usize,
     ) {
+        // Commands held for the batch start before the next one is admitted: they
+        // would have, and waiting they would count against this one.
+        self.start_free();
         if data_follows {
             self.data.insert(request, Sink::Waiting);
+        } else {
+            self.batch_ready = true;
         }
         self.waiting.insert(
             request,
@@ -192,8 +237,16 @@ impl Handlers {
         }
     }
 
-    /// Starts waiting commands while slots are free at once.
+    /// Starts waiting commands while slots are free at once (at the end of a batch,
+    /// if one is being read).
     pub(crate) fn start_ready(&mut self) {
+        if !self.batch {
+            self.start_free();
+        }
+    }
+
+    /// Starts waiting commands while slots are free at once.
+    fn start_free(&mut self) {
         while self.wants_slot() {
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(permit) => self.start(permit),
@@ -213,13 +266,20 @@ impl Handlers {
         let Some((request, next)) = self.next_waiting() else {
             return;
         };
+        self.batch_ready = true;
         self.waiting_bytes -= next.cost;
+        let ended = next.pieces.back().is_some_and(|(_, eos)| *eos);
         let data = if let Some(data) = next.whole_data {
             Some(DataReader::whole(data))
+        } else if ended && next.pieces.len() == 1 {
+            // All its data arrived, in one piece, while it waited: no queue needed.
+            next.pieces
+                .into_iter()
+                .next()
+                .map(|(data, _)| DataReader::whole(data))
         } else if next.data_follows {
             // Room for what arrived meanwhile, and the usual queue beyond.
             let (tx, rx) = mpsc::channel(self.data_queue + next.pieces.len());
-            let ended = next.pieces.back().is_some_and(|(_, eos)| *eos);
             for piece in next.pieces {
                 let _ = tx.try_send(piece);
             }
@@ -239,15 +299,25 @@ impl Handlers {
         );
         let (handler, out, reports) = (next.handler, next.out, next.reports);
         let gen = out.gen();
-        let (abort, registration) = AbortHandle::new_pair();
-        self.aborts.insert(request, (gen, abort));
+        let registration = self.cancellable.then(|| {
+            let (abort, registration) = AbortHandle::new_pair();
+            self.aborts.insert(request, (gen, abort));
+            registration
+        });
         self.running.push(Box::pin(async move {
             // A panic in a handler fails its command, not the exchange.
             let call = std::panic::AssertUnwindSafe(handler.call(input, out)).catch_unwind();
-            let Ok(result) = Abortable::new(call, registration).await else {
-                // Cancelled: the handler is dropped, its slot freed; nothing to report.
-                drop(permit);
-                return;
+            let result = match registration {
+                Some(registration) => match Abortable::new(call, registration).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Cancelled: the handler is dropped, its slot freed; nothing to
+                        // report.
+                        drop(permit);
+                        return;
+                    }
+                },
+                None => call.await,
             };
             let result = result
                 .unwrap_or_else(|_| Err(CommandError::new("the command failed unexpectedly")));
@@ -338,6 +408,20 @@ impl Handlers {
         eos: bool,
         refuse_over: bool,
     ) -> Delivery {
+        if self.batch && self.data.contains_key(&request) {
+            // A command held for the batch keeps only data that arrives whole, and
+            // that it may hold; otherwise it starts now, as it would have, and the data
+            // goes to its queue.
+            let whole = eos
+                && self
+                    .waiting
+                    .get(&request)
+                    .is_some_and(|w| w.pieces.is_empty())
+                && self.waiting_bytes.saturating_add(data.len()) <= self.max_waiting_bytes;
+            if !whole {
+                self.start_free();
+            }
+        }
         match self.data.get(&request) {
             // The command was refused, or its handler dropped its data.
             None => Delivery::Done,
@@ -354,10 +438,12 @@ impl Handlers {
                 }
                 if eos {
                     self.data.remove(&request);
+                    self.batch_ready = true;
                 }
                 Delivery::Done
             }
             Some(Sink::Running(tx)) => {
+                self.batch_ready = true;
                 let tx = tx.clone();
                 if eos {
                     self.data.remove(&request);
@@ -419,12 +505,16 @@ impl Handlers {
     /// Drops every handler, running or waiting, and every data queue: the exchange is
     /// over (handlers are cancelled at their next `.await`).
     pub(crate) fn clear(&mut self) {
-        self.running = FuturesUnordered::new();
+        // A new set costs two allocations; most exchanges end with none running.
+        if !self.running.is_empty() {
+            self.running = FuturesUnordered::new();
+        }
         self.waiting.clear();
         self.order.clear();
         self.waiting_bytes = 0;
         self.data.clear();
         self.forward = None;
         self.aborts.clear();
+        self.batch = false;
     }
 }

@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use hgframe_reactor::{CommandRequest, ReactorError, ServerAction, ServerReactor};
 use hgframe_stream::parse_accept_list;
 use hgframe_wire::codec::CodecError;
@@ -71,6 +71,11 @@ use crate::offload::{next_done, Encoded, Lane, Step, Workers};
 use crate::output::OutputChunk;
 use crate::server::Resources;
 use crate::stats::{ExchangeStats, Outcome};
+
+/// Most reports fed, or frames read, in one turn of the loop. Batches save a small
+/// exchange turns of the loop (each rebuilds and polls the whole `select!`); the bound
+/// keeps the other branches (a handler woken, output to send) from waiting long.
+const BATCH: usize = 16;
 
 /// Which commands an exchange may run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +140,7 @@ impl Exchange {
         let (report_tx, report_rx) = mpsc::channel(config.report_queue());
         let timers = Timers::new(&config);
         let full_duplex = !reactor.config().defer_output();
-        let handlers = Handlers::new(
+        let mut handlers = Handlers::new(
             config.max_handlers(),
             config.max_waiting_bytes(),
             Arc::clone(&resources.handlers),
@@ -143,6 +148,7 @@ impl Exchange {
             resources.blocking.clone(),
             caller,
         );
+        handlers.set_cancellable(reactor.extensions().contains(Extension::Cancel));
         let pacing = Pacing::new(
             config.transmit_chunk(),
             config.max_held_output(),
@@ -198,7 +204,7 @@ impl Exchange {
             }
             let queued = self.reactor.queued_output_bytes();
             let holding = self.is_holding();
-            let over_budget = self.pacing.hold(self.held_bytes(queued));
+            let over_budget = self.over_budget();
             // At the limit no new handler starts (the running ones pause as they write).
             // Over the server's budget with none of its own running, one may start: a
             // waiting command holds its bytes until it runs, so waiting could not free
@@ -209,16 +215,12 @@ impl Exchange {
             );
             let can_send = self.reactor.has_pending_output();
             let room = self.pacing.has_room(queued, holding);
-            let can_report = room
-                && self.workers.has_room(&self.reactor)
-                && self.lane_reports < self.config.report_queue();
+            let can_report = self.can_report(queued, holding);
             // Holding all it may while the client still sends, and reading waits on a
             // handler: reports are taken to fail responses that cannot fit.
             let stuck = holding && self.handlers.is_forwarding() && self.pacing.is_full(queued);
             let can_finish_piece = room && self.workers.is_busy();
-            let can_read = self.input_open
-                && !self.handlers.is_forwarding()
-                && !(self.full_duplex && (self.handlers.is_full() || over_budget));
+            let can_read = self.can_read(over_budget);
             let wants_slot = self.handlers.wants_slot();
             let owes_input = self.input_expected();
             self.timers
@@ -228,7 +230,10 @@ impl Exchange {
             let memory = self.resources.memory.clone();
             tokio::select! {
                 biased;
-                () = self.handlers.next_done(), if self.handlers.is_running() => {}
+                () = self.handlers.next_done(), if self.handlers.is_running() => {
+                    // What the handler reported on its way out goes in this turn.
+                    self.more_reports(0);
+                }
                 permit = output.reserve(), if can_send => {
                     let Ok(permit) = permit else {
                         self.counters.stats.outcome = Outcome::ClientGone;
@@ -249,15 +254,33 @@ impl Exchange {
                     // `recv` cannot return None: `self.report_tx` is alive.
                     match report {
                         Some(report) if !can_report => self.unblock(report),
-                        Some(report) => self.on_report(report),
+                        Some(report) => {
+                            self.on_report(report);
+                            self.more_reports(1);
+                        }
                         None => {}
                     }
                 }
-                frame = input.next(), if can_read => match frame {
-                    Some(Ok(frame)) => self.on_frame(frame),
-                    Some(Err(e)) => self.on_input_error(&e),
-                    None => self.on_input_end(),
-                },
+                frame = input.next(), if can_read => {
+                    self.handlers.begin_batch();
+                    self.on_input(frame);
+                    // Frames already decoded (a small request comes in one piece) are
+                    // read in this turn, until a handler has something to do (handlers
+                    // go before the next frame, as they would turn by turn). Polled
+                    // without this task's waker: when one is not ready, the next turn
+                    // polls it again with the waker.
+                    for _ in 1..BATCH {
+                        let over_budget = self.over_budget();
+                        if self.handlers.batch_ready() || !self.can_read(over_budget) {
+                            break;
+                        }
+                        match input.next().now_or_never() {
+                            Some(frame) => self.on_input(frame),
+                            None => break,
+                        }
+                    }
+                    self.handlers.end_batch();
+                }
                 permit = slot, if wants_slot => {
                     if let Some(permit) = permit {
                         self.handlers.start(permit);
@@ -285,10 +308,80 @@ impl Exchange {
                     }
                 },
             }
+            // Output made ready in this turn leaves now rather than after another turn
+            // (the transmit branch would take it first); with the batches above, one
+            // chunk carries what several reports gave.
+            if self.reactor.has_pending_output() {
+                if let Ok(permit) = output.try_reserve() {
+                    self.transmit(&mut buf, chunk);
+                    permit.send(Ok(buf.split().freeze()));
+                    self.timers.progress(0);
+                }
+            }
         }
         self.handlers.clear();
         self.report();
-        self.counters.stats.clone()
+        // The streams' counters move out (the exchange only reports once): cloning
+        // them would cost an allocation per stream and per profile name.
+        let streams = std::mem::take(&mut self.counters.stats.streams);
+        let mut stats = self.counters.stats.clone();
+        stats.streams = streams;
+        stats
+    }
+
+    /// Whether the server's memory budget is spent, after charging what the exchange
+    /// holds now.
+    fn over_budget(&mut self) -> bool {
+        let queued = self.reactor.queued_output_bytes();
+        self.pacing.hold(self.held_bytes(queued))
+    }
+
+    /// Whether a handler's report may be fed now: there is room for its output (the
+    /// reactor holds `queued` bytes; `holding`: output cannot flow yet), a worker stream
+    /// for a large piece, and few reports wait behind pieces.
+    fn can_report(&self, queued: usize, holding: bool) -> bool {
+        self.pacing.has_room(queued, holding)
+            && self.workers.has_room(&self.reactor)
+            && self.lane_reports < self.config.report_queue()
+    }
+
+    /// Whether the next frame may be read: input is open, no data piece waits for its
+    /// handler, and a full-duplex exchange is under its limits (it pushes back on the
+    /// client by not reading).
+    fn can_read(&self, over_budget: bool) -> bool {
+        self.input_open
+            && !self.handlers.is_forwarding()
+            && !(self.full_duplex && (self.handlers.is_full() || over_budget))
+    }
+
+    /// Feeds the reports already queued, as the report branch would turn after turn,
+    /// while they may be fed: up to a batch in all, `taken` of which were taken this
+    /// turn. Saves a small exchange the turns (and the rebuilt `select!`) in between.
+    fn more_reports(&mut self, taken: usize) {
+        for _ in taken..BATCH {
+            if self.is_done() {
+                return;
+            }
+            let queued = self.reactor.queued_output_bytes();
+            let holding = self.is_holding();
+            self.over_budget();
+            if !self.can_report(queued, holding) {
+                return;
+            }
+            match self.report_rx.try_recv() {
+                Ok(report) => self.on_report(report),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A frame read, a read error, or the end of the input.
+    fn on_input(&mut self, frame: Option<Result<Frame, CodecError>>) {
+        match frame {
+            Some(Ok(frame)) => self.on_frame(frame),
+            Some(Err(e)) => self.on_input_error(&e),
+            None => self.on_input_end(),
+        }
     }
 
     /// What the exchange waits for now, which decides the clock that runs.
@@ -589,6 +682,8 @@ impl Exchange {
         if let Some(offered) = cmd.args.get(b"extensions".as_slice()) {
             let offered = Extensions::parse(&String::from_utf8_lossy(offered));
             let accepted = self.reactor.set_peer_extensions(offered);
+            self.handlers
+                .set_cancellable(accepted.contains(Extension::Cancel));
             tracing::debug!(%accepted, "byte-stream extensions negotiated");
             answer.push_str(&format!("extensions={accepted}\n"));
         }
