@@ -88,7 +88,14 @@ fn check(setup: &Setup, cmds: &[Cmd]) {
             want.len()
         );
         if cmd.name.starts_with(b"text") {
-            assert_eq!(o.text, [TextAtom::new("running %s\n", vec![name])]);
+            let atom = TextAtom::new("running %s\n", vec![name]);
+            // A text larger than the server's frames is refused (the harness goes on
+            // without it); any other is sent.
+            if atom.encoded_len() <= setup.server_frame_size {
+                assert_eq!(o.text, [atom]);
+            } else {
+                assert!(o.text.is_empty());
+            }
         } else {
             assert!(o.text.is_empty());
         }
