@@ -7,14 +7,16 @@
 //! frames carry in wire order. So the exchange opens up to
 //! [`crate::EngineConfig::parallel_streams`] streams from its reactor
 //! ([`ServerReactor::open_output_stream`]); a response piece of at least
-//! [`crate::EngineConfig::parallel_piece`] bytes goes to an idle one, on
-//! the server's blocking pool, while the exchange goes on. Each request keeps a FIFO ([`Lane`]) of
+//! [`crate::EngineConfig::parallel_piece`] bytes goes to an idle one, on one of the
+//! server's compressor threads (the same thread for every piece of a stream: its
+//! [`slot`]), while the exchange goes on. Each request keeps a FIFO ([`Lane`]) of
 //! what it produced since its oldest piece still compressing: later pieces (compressing
 //! at the same time on other streams), and small data, text and its end, which wait
 //! their turn. A stream is busy with at most one piece, so the pieces in flight are at
 //! most the number of streams.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::future::Future;
@@ -64,22 +66,27 @@ pub(crate) struct Workers {
     min_piece: usize,
     /// Ids of the worker streams, for the counters.
     ids: FxHashSet<u8>,
-    /// Where pieces are compressed.
-    pool: BlockingPool,
+    /// Where pieces are compressed: one thread per stream slot, shared by the
+    /// server's exchanges.
+    compressors: Arc<[BlockingPool]>,
 }
 
 impl Workers {
     /// A pool of up to `streams` workers (fewer than 2 disables it) for pieces of at
     /// least `min_piece` bytes.
-    pub(crate) fn new(streams: usize, min_piece: usize, pool: BlockingPool) -> Self {
+    pub(crate) fn new(streams: usize, min_piece: usize, compressors: Arc<[BlockingPool]>) -> Self {
         Self {
             idle: Vec::new(),
             opened: 0,
             busy: 0,
-            max: if streams >= 2 { streams } else { 0 },
+            max: if streams >= 2 && !compressors.is_empty() {
+                streams
+            } else {
+                0
+            },
             min_piece,
             ids: FxHashSet::default(),
-            pool,
+            compressors,
         }
     }
 
@@ -127,6 +134,18 @@ impl Workers {
         let Some(mut stream) = self.take_stream(reactor) else {
             return Err(data);
         };
+        // A stream's pieces always go to the same thread (its slot: worker streams of
+        // an exchange have consecutive even ids), so its context, a few MiB of tables
+        // and window, stays in that thread's caches instead of moving between cores
+        // with every piece (docs/transports.md, "Several streams on several cores").
+        let Some(pool) = self
+            .compressors
+            .get(slot(stream.id().0, self.compressors.len()))
+        else {
+            // No threads (not enabled then): the exchange's task compresses.
+            self.idle.push(stream);
+            return Err(data);
+        };
         self.busy += 1;
         let job = move || {
             let started = Instant::now();
@@ -142,8 +161,7 @@ impl Workers {
                 time: started.elapsed(),
             }
         };
-        // On the server's blocking pool: compression shares its threads with file I/O.
-        let handle = self.pool.start(job);
+        let handle = pool.start(job);
         Ok(Step::Piece { handle, eos })
     }
 
@@ -184,6 +202,13 @@ impl Workers {
     }
 }
 
+/// The compressor thread of the worker stream `stream_id`, among `threads`: the
+/// worker streams of an exchange have consecutive even ids, so up to `threads` of them
+/// get threads of their own.
+pub(crate) fn slot(stream_id: u8, threads: usize) -> usize {
+    usize::from(stream_id / 2) % threads.max(1)
+}
+
 /// The first piece at the head of a lane that is done, with its request.
 pub(crate) fn next_done(
     lanes: &mut FxHashMap<RequestId, Lane>,
@@ -198,4 +223,34 @@ pub(crate) fn next_done(
         }
         Poll::Pending
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_worker_streams_get_threads_of_their_own() {
+        for threads in 1..=4usize {
+            for first in (2..200u8).step_by(2) {
+                let ids = (0..threads).map(|k| first + 2 * k as u8);
+                let slots: FxHashSet<usize> = ids.map(|id| slot(id, threads)).collect();
+                assert_eq!(slots.len(), threads);
+                assert!(slots.iter().all(|s| *s < threads));
+            }
+        }
+        assert_eq!(slot(6, 0), 0, "no threads: no division by zero");
+    }
+
+    #[tokio::test]
+    async fn a_slot_runs_every_piece_on_one_thread() {
+        // What keeps a stream's context in one core's caches: its slot is a pool of one
+        // thread.
+        let pool = BlockingPool::new(1);
+        let mut threads = FxHashSet::default();
+        for _ in 0..8 {
+            threads.insert(pool.start(|| std::thread::current().id()).await.unwrap());
+        }
+        assert_eq!(threads.len(), 1);
+    }
 }

@@ -72,6 +72,9 @@ pub(crate) struct Resources {
     pub(crate) memory: MemoryBudget,
     /// Threads for blocking work.
     pub(crate) blocking: BlockingPool,
+    /// One thread per worker stream slot, for compressing pieces (see
+    /// [`crate::offload`]): a stream's pieces always run on the same thread.
+    pub(crate) compressors: Arc<[BlockingPool]>,
 }
 
 /// An exchange not started yet ([`Server::prepare`]): poll it, or spawn it.
@@ -108,6 +111,12 @@ impl Server {
             handlers: Arc::new(Semaphore::new(config.max_server_handlers())),
             memory: MemoryBudget::new(config.memory_budget()),
             blocking: BlockingPool::new(config.blocking_threads()),
+            // Threads start with their first piece; none when pieces stay on the
+            // exchange's task (`parallel_streams` 1).
+            compressors: (0..config.parallel_streams())
+                .filter(|_| config.parallel_streams() >= 2)
+                .map(|_| BlockingPool::new(1))
+                .collect(),
         };
         Ok(Self {
             shared: Arc::new(Shared {

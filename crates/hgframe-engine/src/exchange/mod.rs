@@ -158,7 +158,7 @@ impl Exchange {
         let workers = Workers::new(
             config.parallel_streams(),
             config.parallel_piece(),
-            resources.blocking.clone(),
+            Arc::clone(&resources.compressors),
         );
         Self {
             reactor,
