@@ -25,6 +25,9 @@
 //! With `ONLY=NAME` only the variants whose name starts with NAME run (`pack2`, `zstd`,
 //! `serve1`, ...), for a profiler.
 //!
+//! For the server, the exchange's encoding time (every stream's, from its counters)
+//! over its elapsed time says how many cores compressed on average.
+//!
 //! Prints each round's wall times, then per variant the minimum and median, and the
 //! speed-ups against one stream (and, for the baseline, two zstd processes against one):
 //! ratios of minimums (the least disturbed run of each) and medians of each round's ratio.
@@ -33,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,7 +47,38 @@ use hyper_util::rt::TokioExecutor;
 #[allow(dead_code)] // The echo helpers serve the other benchmarks.
 mod common;
 
-use common::{runtime, start_hgframe, RawClient};
+use common::{runtime, RawClient};
+
+/// Encoding time of the last exchange's streams, over its elapsed time: how many cores
+/// compressed on average (the exchange's own stream and its worker streams).
+type Busy = Arc<Mutex<Option<f64>>>;
+
+/// `serve` with the file commands over `root` and `parallel_streams`, recording each
+/// exchange's compression time in `busy`.
+async fn start_server(root: &Path, parallel_streams: usize, busy: Busy) -> std::net::SocketAddr {
+    let mut registry = hgframe_http::Registry::new();
+    hgframe::commands::FileCommands::new(root)
+        .unwrap()
+        .register(&mut registry);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = hgframe_http::ServerConfig::default();
+    config
+        .engine_mut()
+        .set_parallel_streams(parallel_streams)
+        .set_observer(move |stats| {
+            let encoding: Duration = stats.streams.iter().map(|s| s.encode_time).sum();
+            let cores = encoding.as_secs_f64() / stats.elapsed.as_secs_f64().max(1e-9);
+            *busy.lock().unwrap() = Some(cores);
+        });
+    let service = hgframe_http::HgFrameService::new(registry, config).unwrap();
+    tokio::spawn(hgframe_http::serve(
+        listener,
+        service,
+        std::future::pending(),
+    ));
+    addr
+}
 
 /// Fields of `/proc/self/stat` after the command name (which may hold spaces).
 fn stat_fields() -> Vec<u64> {
@@ -165,6 +200,7 @@ async fn cat(client: &RawClient, url: &str, body: Bytes) -> usize {
 struct Times(
     BTreeMap<String, Vec<Duration>>,
     BTreeMap<String, Vec<Duration>>,
+    BTreeMap<String, Vec<f64>>,
 );
 
 impl Times {
@@ -175,6 +211,17 @@ impl Times {
     /// CPU time of one run (all its threads or processes).
     fn add_cpu(&mut self, name: &str, t: Duration) {
         self.1.entry(name.to_owned()).or_default().push(t);
+    }
+
+    /// Cores busy compressing in one run of an in-process server.
+    fn add_busy(&mut self, name: &str, cores: f64) {
+        self.2.entry(name.to_owned()).or_default().push(cores);
+    }
+
+    fn busy_median(&self, name: &str) -> Option<f64> {
+        let mut v = self.2.get(name)?.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
     }
 
     fn cpu_median(&self, name: &str) -> Option<Duration> {
@@ -227,6 +274,9 @@ impl Times {
                         cpu.as_secs_f64() / base_cpu.as_secs_f64()
                     );
                 }
+            }
+            if let Some(cores) = self.busy_median(name) {
+                print!("  compressing: {cores:.2} cores (median)");
             }
             if *name != base {
                 if let (Some(bmin), Some(speedup)) =
@@ -285,10 +335,11 @@ fn main() {
         let served = &data[..data.len().min(server_mib << 20)];
         std::fs::write(tmp.path().join("served.bin"), served).unwrap();
         drop(data);
+        let busy: [Busy; 2] = Default::default();
         let (one, two) = rt.block_on(async {
             (
-                start_hgframe(tmp.path(), Some(1)).await,
-                start_hgframe(tmp.path(), Some(2)).await,
+                start_server(tmp.path(), 1, busy[0].clone()).await,
+                start_server(tmp.path(), 2, busy[1].clone()).await,
             )
         });
         let urls = [one, two].map(|a| format!("http://{a}/api/exp-http-v2-0001/ro/cat"));
@@ -335,6 +386,9 @@ fn main() {
                 let got = rt.block_on(cat(&raw, url, request.clone()));
                 let t = start.elapsed();
                 times.add_cpu(&format!("serve {}", i + 1), process_cpu() - cpu);
+                if let Some(cores) = busy.get(i).and_then(|b| b.lock().unwrap().take()) {
+                    times.add_busy(&format!("serve {}", i + 1), cores);
+                }
                 assert!(got > 0);
                 times.add(&format!("serve {}", i + 1), t);
                 line += &format!(" serve{} {:.3}", i + 1, t.as_secs_f64());
