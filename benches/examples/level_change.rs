@@ -24,41 +24,18 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use hgframe_benches::{corpus_sets, records};
-use hgframe_stream::{EncodingSettings, OutgoingStream, Profiles, Side};
-use hgframe_wire::{Frame, FrameType, RequestId, StreamId};
+use hgframe_benches::{corpus_sets, records, send_messages, server_stream};
 
 /// Payload bytes of `messages[half..]` on a stream that sent `messages[..half]` at
 /// `before`, then changed to `after`.
 fn bytes_after_change(messages: &[Bytes], profile: &str, before: i32, after: i32) -> usize {
-    let settings = EncodingSettings::new(profile).with_level(before);
-    let mut stream =
-        OutgoingStream::new(StreamId(2), Side::Server, &Profiles::default(), &settings)
-            .expect("a stream of a built-in profile");
-    let mut frames: Vec<Frame> = Vec::new();
+    let mut stream = server_stream(profile, before);
     let half = messages.len() / 2;
+    let (first, second) = messages.split_at(half);
+    send_messages(&mut stream, first, 0, |_| {});
+    stream.set_level(after).expect("a valid level");
     let mut total = 0;
-    for (i, m) in messages.iter().enumerate() {
-        if i == half {
-            stream.set_level(after).expect("a valid level");
-        }
-        // Ids wrap; an id is free again once its response has ended.
-        let request = RequestId((1 + 2 * i) as u16);
-        stream
-            .push_data(
-                request,
-                FrameType::BytesResponse,
-                m.clone(),
-                true,
-                &mut frames,
-            )
-            .expect("push");
-        for f in frames.drain(..) {
-            if i >= half {
-                total += f.payload().len();
-            }
-        }
-    }
+    send_messages(&mut stream, second, half, |f| total += f.payload().len());
     total
 }
 

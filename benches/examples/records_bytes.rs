@@ -24,39 +24,19 @@
 
 use std::path::{Path, PathBuf};
 
-use hgframe_benches::{corpus_sets, files_under, records};
+use hgframe_benches::{corpus_sets, files_under, records, send_messages, server_stream};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
-use hgframe_stream::{EncodingSettings, OutgoingStream, Profiles, Side};
-use hgframe_wire::{Frame, FrameType, RequestId, StreamId};
 use zstd::stream::raw::{Encoder, InBuffer, Operation, OutBuffer};
 
 /// Payload and wire bytes of the messages sent as responses on one stream.
 fn stream_bytes(messages: &[Bytes], profile: &str, level: i32) -> (usize, usize) {
-    let settings = EncodingSettings::new(profile).with_level(level);
-    let mut stream =
-        OutgoingStream::new(StreamId(2), Side::Server, &Profiles::default(), &settings)
-            .expect("a stream of a built-in profile");
-    let mut frames: Vec<Frame> = Vec::new();
     let (mut payload, mut wire) = (0, 0);
-    for (i, m) in messages.iter().enumerate() {
-        // Ids wrap; an id is free again once its response has ended.
-        let request = RequestId((1 + 2 * i) as u16);
-        stream
-            .push_data(
-                request,
-                FrameType::BytesResponse,
-                m.clone(),
-                true,
-                &mut frames,
-            )
-            .expect("push");
-        for f in frames.drain(..) {
-            payload += f.payload().len();
-            wire += f.encoded_len();
-        }
-    }
+    send_messages(&mut server_stream(profile, level), messages, 0, |f| {
+        payload += f.payload().len();
+        wire += f.encoded_len();
+    });
     (payload, wire)
 }
 

@@ -47,7 +47,7 @@ use hyper_util::rt::TokioExecutor;
 #[allow(dead_code)] // The echo helpers serve the other benchmarks.
 mod common;
 
-use common::{runtime, RawClient};
+use common::{command_request, runtime, RawClient};
 
 /// Encoding time of the last exchange's streams, over its elapsed time: how many cores
 /// compressed on average (the exchange's own stream and its worker streams).
@@ -155,26 +155,6 @@ fn two_processes(program: &Path, args: &[&str], halves: &[PathBuf; 2]) -> Durati
         assert!(child.wait().unwrap().success());
     }
     start.elapsed()
-}
-
-/// The frames of `cat path`, as a client that accepts `zstd-8mb` sends them.
-fn cat_request(path: &str) -> Bytes {
-    let target = hgframe_wire::build::FrameTarget::new(
-        hgframe_wire::RequestId(1),
-        hgframe_wire::StreamId(1),
-    );
-    let args = [(Bytes::from_static(b"path"), Bytes::from(path.to_owned()))];
-    let frames = hgframe_wire::build::command_frames(target, b"cat", args, None::<&[u8]>).unwrap();
-    let mut out = bytes::BytesMut::new();
-    for (i, f) in frames.into_iter().enumerate() {
-        let f = if i == 0 {
-            f.with_stream_flags(hgframe_wire::StreamFlags::STREAM_BEGIN)
-        } else {
-            f
-        };
-        f.encode(&mut out);
-    }
-    out.freeze()
 }
 
 async fn cat(client: &RawClient, url: &str, body: Bytes) -> usize {
@@ -343,7 +323,14 @@ fn main() {
             )
         });
         let urls = [one, two].map(|a| format!("http://{a}/api/exp-http-v2-0001/ro/cat"));
-        let request = cat_request("served.bin");
+        let request = command_request(
+            b"cat",
+            [(
+                Bytes::from_static(b"path"),
+                Bytes::from_static(b"served.bin"),
+            )],
+            None,
+        );
 
         println!("{}:", file.display());
         let mut times = Times::default();

@@ -4,6 +4,40 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use hgframe_stream::{EncodingSettings, OutgoingStream, Profiles, Side};
+use hgframe_wire::{Frame, FrameType, RequestId, StreamId};
+
+/// A server stream (id 2) of `profile` at `level`, as the benchmarks send messages on.
+pub fn server_stream(profile: &str, level: i32) -> OutgoingStream {
+    let settings = EncodingSettings::new(profile).with_level(level);
+    OutgoingStream::new(StreamId(2), Side::Server, &Profiles::default(), &settings)
+        .expect("a stream of a built-in profile")
+}
+
+/// Sends each message as one response (`push_data` with `eos`) on `stream`, and
+/// passes each frame to `on_frame`. Message `i` (counting from `first`) answers
+/// request `1 + 2i`: ids wrap, and an id is free again once its response has ended.
+pub fn send_messages(
+    stream: &mut OutgoingStream,
+    messages: &[Bytes],
+    first: usize,
+    mut on_frame: impl FnMut(&Frame),
+) {
+    let mut frames: Vec<Frame> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let request = RequestId((1 + 2 * (first + i)) as u16);
+        stream
+            .push_data(
+                request,
+                FrameType::BytesResponse,
+                m.clone(),
+                true,
+                &mut frames,
+            )
+            .expect("push");
+        frames.drain(..).for_each(|f| on_frame(&f));
+    }
+}
 
 /// 20,000 JSON records of about 139 bytes, the same on every run, shaped like the
 /// corpus's `records.jsonl` (one per function or class definition: module, name, kind,

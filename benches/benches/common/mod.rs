@@ -87,11 +87,21 @@ pub(crate) async fn post(client: &RawClient, url: &str, body: Bytes) -> Bytes {
 
 /// The frames of `echo` with `data`, as a client sends them.
 pub(crate) fn echo_request(data: &[u8]) -> Bytes {
+    command_request(b"echo", [], Some(data))
+}
+
+/// The frames of one command (request 1 on stream 1, which they begin), as a client
+/// sends them.
+pub(crate) fn command_request(
+    name: &[u8],
+    args: impl IntoIterator<Item = (Bytes, Bytes)>,
+    data: Option<&[u8]>,
+) -> Bytes {
     let target = hgframe_wire::build::FrameTarget::new(
         hgframe_wire::RequestId(1),
         hgframe_wire::StreamId(1),
     );
-    let frames = hgframe_wire::build::command_frames(target, b"echo", [], Some(data)).unwrap();
+    let frames = hgframe_wire::build::command_frames(target, name, args, data).unwrap();
     let mut out = bytes::BytesMut::new();
     for (i, f) in frames.into_iter().enumerate() {
         let f = if i == 0 {
