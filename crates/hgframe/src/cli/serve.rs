@@ -206,10 +206,11 @@ fn log_exchange(stats: &ExchangeStats) {
         .iter()
         .map(|s| {
             format!(
-                "stream {} {}: raw {} B, wire {} B, {} frames, encoding {:.3} ms",
+                "stream {} {}: raw {} B, cached {} B, wire {} B, {} frames, encoding {:.3} ms",
                 s.stream_id,
                 s.profile,
                 s.raw_bytes,
+                s.precompressed_bytes,
                 s.wire_bytes,
                 s.frames,
                 s.encode_time.as_secs_f64() * 1e3

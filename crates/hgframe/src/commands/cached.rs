@@ -83,7 +83,7 @@ pub(crate) async fn answer(
     // next `cat` finds it.
     if settled {
         if let Some(file) = fill.file.take() {
-            store(cache, plan, pool, file, path, pieces).await?;
+            store(cache, plan, pool, file, pieces).await;
         }
     }
     out.finish_precompressed(last.compressed).await?;
@@ -91,25 +91,25 @@ pub(crate) async fn answer(
 }
 
 /// Stores `pieces` if the file is the same, unchanged while it was read, and they hold
-/// all of it (what a rename put at the path since has another inode, and misses).
+/// all of it (what a rename put at the path since has another inode, and misses). A
+/// failure here only leaves the answer out of the cache: the response goes on.
 async fn store(
     cache: &ResponseCache,
     plan: Plan,
     pool: &BlockingPool,
     file: std::fs::File,
-    path: &str,
     pieces: Vec<Piece>,
-) -> Result<(), CommandError> {
-    let now = pool
+) {
+    let Ok(Ok(now)) = pool
         .run(move || file.metadata().map(|m| Validator::of(&m)))
         .await
-        .map_err(|e| CommandError::new(e.to_string()))?
-        .map_err(|e| read_error(path, &e))?;
+    else {
+        return;
+    };
     let raw: u64 = pieces.iter().map(|p| p.raw_len).sum();
     if now == plan.validator && raw == plan.validator.len() {
         cache.put(plan.key, plan.validator, pieces.into());
     }
-    Ok(())
 }
 
 /// Sends cached pieces (at least one), with progress reports as the uncached `cat`
