@@ -615,6 +615,16 @@ impl Responder {
         self.encoding.as_ref()
     }
 
+    /// The size of the writes this response handles best: with compression on several
+    /// cores, a worker's piece ([`crate::EngineConfig::parallel_piece`]; smaller writes
+    /// are compressed on the exchange's own task, so they never reach the other
+    /// cores), else the size writes are cut into ([`crate::EngineConfig::response_piece`]).
+    /// A handler that reads its data in chunks, as `cat` does, reads at least this much
+    /// at a time.
+    pub fn preferred_write_len(&self) -> usize {
+        self.large_piece.unwrap_or(self.piece_size)
+    }
+
     /// Sends response bytes already compressed for [`Self::response_encoding`] (whole
     /// units of its profile: for zstd, whole zstd frames), as they are. More may follow.
     /// They count against the exchange's output budget like other output. Data the

@@ -55,6 +55,42 @@ async fn a_large_cat_is_compressed_on_several_streams_and_arrives_intact() {
     assert!(wire * 5 < text.len() as u64, "{:?}", stats.streams);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_reads_whole_worker_pieces_when_they_are_larger_than_its_chunk() {
+    // Pieces of 1 MiB: `cat` reads what the response prefers, else its 256 KiB writes
+    // would all stay on the exchange's own stream.
+    let server = TestServer::start(|c, _| {
+        c.engine_mut()
+            .set_parallel_streams(2)
+            .set_parallel_piece(1 << 20);
+    })
+    .await;
+    let text = generated(6 << 20);
+    std::fs::write(server.root.path().join("big.txt"), &text).unwrap();
+    let client = Client::new(&server.url()).unwrap();
+    let got = client
+        .call(Call::new("cat").arg("path", "big.txt"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(got.data == text, "the response differs");
+    let stats = server.wait_stats(1).await;
+    let stats = &stats[0];
+    assert!(data_streams(stats) >= 2, "{:?}", stats.streams);
+    // The exchange's own stream (2) carried none of the file: every read was a whole
+    // piece, and the worker streams carried all of it.
+    let own_raw: u64 = stats
+        .streams
+        .iter()
+        .filter(|s| s.stream_id == 2)
+        .map(|s| s.raw_bytes)
+        .sum();
+    assert_eq!(own_raw, 0, "{:?}", stats.streams);
+    assert_eq!(stats.raw_bytes(), text.len() as u64);
+}
+
 #[tokio::test]
 async fn one_parallel_stream_keeps_compression_on_the_exchange() {
     let server = TestServer::start(|c, _| {

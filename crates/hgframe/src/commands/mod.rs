@@ -52,8 +52,12 @@ mod cached;
 use cache::ResponseCache;
 pub use cache::{CacheLimits, CacheStats};
 
-/// Bytes `cat` reads from the file at a time.
+/// Bytes `cat` reads from the file at a time, at least (see [`MAX_READ_CHUNK`]).
 const READ_CHUNK: usize = 256 << 10;
+
+/// The most `cat` reads at once, whatever the response prefers
+/// ([`Responder::preferred_write_len`]): a running `cat` holds two chunks.
+const MAX_READ_CHUNK: usize = 4 << 20;
 
 /// The prefix of `put`'s temporary files: names that start with it are reserved.
 pub const TEMP_PREFIX: &str = ".hgframe-put-";
@@ -215,16 +219,19 @@ impl FileCommands {
         // The size, for progress reports (0, "unknown", if it cannot be read).
         let total = meta.map_or(0, |m| m.len());
         let mut out = out;
+        // Chunks of what the response handles best: with compression on several cores,
+        // a worker's whole piece (a smaller write would stay on the exchange's task).
+        let chunk = out.preferred_write_len().clamp(READ_CHUNK, MAX_READ_CHUNK);
         let mut current;
-        (file, current) = read_chunk(&pool, file, &path).await?;
+        (file, current) = read_chunk(&pool, file, &path, chunk).await?;
         // Progress (extension `progress`, if the client accepted it; rate-limited by the
         // engine) for files of more than one chunk: bytes sent of the file's size.
-        let large = current.len() == READ_CHUNK;
+        let large = current.len() == chunk;
         let mut sent = 0u64;
         // One chunk of look-ahead so the last piece carries `eos` (no empty final frame).
-        while current.len() == READ_CHUNK {
+        while current.len() == chunk {
             let next;
-            (file, next) = read_chunk(&pool, file, &path).await?;
+            (file, next) = read_chunk(&pool, file, &path, chunk).await?;
             if next.is_empty() {
                 break;
             }
@@ -454,18 +461,19 @@ fn write_error(path: &str, e: &std::io::Error) -> CommandError {
 }
 
 /// Reads the file in chunks into `tx`, until the end, an error, or the reader is gone.
-/// Reads up to [`READ_CHUNK`] bytes of `file` on the pool (fewer only at its end).
+/// Reads up to `len` bytes of `file` on the pool (fewer only at its end).
 async fn read_chunk(
     pool: &BlockingPool,
     mut file: std::fs::File,
     shown: &str,
+    len: usize,
 ) -> Result<(std::fs::File, Bytes), CommandError> {
     let (file, chunk) = pool
         .run(move || {
-            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            let mut buf = BytesMut::zeroed(len);
             let mut filled = 0;
             // Fill the chunk, so pieces are large even when reads come back short.
-            while filled < READ_CHUNK {
+            while filled < len {
                 match file.read(buf.get_mut(filled..).unwrap_or_default()) {
                     Ok(0) => break,
                     Ok(n) => filled += n,
