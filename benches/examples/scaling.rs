@@ -16,11 +16,13 @@
 //! - The same for the `zstd` CLI (`-T1 -3`) on the whole file,
 //!   and two `zstd -T1 -3` processes at once, each on one half. Left out if `zstd` is
 //!   not installed.
-//! - `serve N`: an in-process `hgframe serve` (file commands, `parallel_streams` N) answers
+//! - `serve N`: an in-process `hgframe serve` (file commands) answers
 //!   `cat` of the first `--server-mib` MiB of FILE (default 64) in `zstd-8mb`, to a raw
 //!   HTTP/1.1 client that counts the body's bytes without decoding them, so the client
-//!   costs next to nothing and the server's compressors have the cores. N = 1 keeps
-//!   compression on the exchange's task; 2 compresses pieces on two worker streams.
+//!   costs next to nothing and the server's compressors have the cores. `serve 1` keeps
+//!   compression on the exchange's task; `serve 2` compresses pieces (the default 256
+//!   KiB) on two worker streams; `serve 3` is `serve 2` with pieces of 1 MiB
+//!   (`parallel_piece`, which `cat` reads whole).
 //!
 //! With `ONLY=NAME` only the variants whose name starts with NAME run (`pack2`, `zstd`,
 //! `serve1`, ...), for a profiler.
@@ -55,7 +57,12 @@ type Busy = Arc<Mutex<Option<f64>>>;
 
 /// `serve` with the file commands over `root` and `parallel_streams`, recording each
 /// exchange's compression time in `busy`.
-async fn start_server(root: &Path, parallel_streams: usize, busy: Busy) -> std::net::SocketAddr {
+async fn start_server(
+    root: &Path,
+    parallel_streams: usize,
+    parallel_piece: usize,
+    busy: Busy,
+) -> std::net::SocketAddr {
     let mut registry = hgframe_http::Registry::new();
     hgframe::commands::FileCommands::new(root)
         .unwrap()
@@ -66,6 +73,7 @@ async fn start_server(root: &Path, parallel_streams: usize, busy: Busy) -> std::
     config
         .engine_mut()
         .set_parallel_streams(parallel_streams)
+        .set_parallel_piece(parallel_piece)
         .set_observer(move |stats| {
             let encoding: Duration = stats.streams.iter().map(|s| s.encode_time).sum();
             let cores = encoding.as_secs_f64() / stats.elapsed.as_secs_f64().max(1e-9);
@@ -315,14 +323,15 @@ fn main() {
         let served = &data[..data.len().min(server_mib << 20)];
         std::fs::write(tmp.path().join("served.bin"), served).unwrap();
         drop(data);
-        let busy: [Busy; 2] = Default::default();
-        let (one, two) = rt.block_on(async {
+        let busy: [Busy; 3] = Default::default();
+        let (one, two, two_large) = rt.block_on(async {
             (
-                start_server(tmp.path(), 1, busy[0].clone()).await,
-                start_server(tmp.path(), 2, busy[1].clone()).await,
+                start_server(tmp.path(), 1, 256 << 10, busy[0].clone()).await,
+                start_server(tmp.path(), 2, 256 << 10, busy[1].clone()).await,
+                start_server(tmp.path(), 2, 1 << 20, busy[2].clone()).await,
             )
         });
-        let urls = [one, two].map(|a| format!("http://{a}/api/exp-http-v2-0001/ro/cat"));
+        let urls = [one, two, two_large].map(|a| format!("http://{a}/api/exp-http-v2-0001/ro/cat"));
         let request = command_request(
             b"cat",
             [(
@@ -384,6 +393,6 @@ fn main() {
         }
         times.report("pack 1", &["pack 2", "pack 4", "pack 1, x2"]);
         times.report("zstd x1", &["zstd x2"]);
-        times.report("serve 1", &["serve 2"]);
+        times.report("serve 1", &["serve 2", "serve 3"]);
     }
 }
