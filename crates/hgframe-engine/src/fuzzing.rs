@@ -73,7 +73,8 @@ fn record(log: &Invocations, out: &Responder) {
 
 /// The commands: `echo` (its data back), `fail` (an error), `panic` (a panic),
 /// `stream` (argument `n`: n pieces of 4 KiB with progress, 300 ms apart), `slow`
-/// (answers after 45 s), `text` (a text-output answer). Each records its request id in
+/// (answers after 45 s), `text` (a text-output answer), `cached` (its data back,
+/// pre-compressed; see [`cached`]). Each records its request id in
 /// `log` when it starts.
 pub fn registry(log: &Invocations) -> Result<Registry, String> {
     let mut r = Registry::new();
@@ -175,7 +176,53 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
             }
         },
     );
+    let l = Arc::clone(log);
+    r.register(
+        "cached",
+        Permission::ReadOnly,
+        move |mut input: CommandInput, mut out: Responder| {
+            let l = Arc::clone(&l);
+            async move {
+                record(&l, &out);
+                let mut data = Vec::new();
+                if let Some(mut reader) = input.take_data() {
+                    while let Some(piece) = reader.chunk().await? {
+                        data.extend_from_slice(&piece);
+                    }
+                }
+                cached(&input, out, data).await
+            }
+        },
+    );
     Ok(r)
+}
+
+/// `cached`: its data back, compressed ahead of time for the response's encoding and
+/// sent as it is (a response cache's path), or with argument `raw` passed as
+/// pre-compressed unchanged, which the stream refuses unless it is whole units (one
+/// error answer). Plain data when the response has no encoding (identity, sensitive).
+async fn cached(
+    input: &CommandInput,
+    mut out: Responder,
+    data: Vec<u8>,
+) -> Result<(), CommandError> {
+    let Some(encoding) = out.response_encoding().cloned() else {
+        out.finish(data).await?;
+        return Ok(());
+    };
+    if input.arg("raw").is_some() {
+        out.finish_precompressed(Bytes::from(data)).await?;
+        return Ok(());
+    }
+    let failed = |e: hgframe_stream::EncodingError| CommandError::new(e.to_string());
+    let mut encoder = encoding.encoder().map_err(failed)?;
+    let mut unit = Vec::new();
+    for chunk in data.chunks(encoding.max_flush_raw_len().max(1)) {
+        encoder.encode_flush(chunk, &mut unit).map_err(failed)?;
+    }
+    encoder.end_unit(&mut unit).map_err(failed)?;
+    out.finish_precompressed(Bytes::from(unit)).await?;
+    Ok(())
 }
 
 /// One of four configurations: the defaults; tight limits (one handler, small queues
@@ -570,6 +617,23 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     )?;
     partial.truncate(partial.len() / 2);
     push(0x11, 5, partial);
+    // Pre-compressed answers on a zstd response stream: compressed ahead of time, and
+    // data that is not zstd passed as if it were (refused, one error answer).
+    let cached_calls: &[Call<'_>] = &[
+        ("cached", &[], Some(data)),
+        ("cached", &[("raw", "1")], Some(data)),
+        ("echo", &[], Some(data)),
+    ];
+    push(
+        0x00,
+        0,
+        traffic(
+            Some(("zstd-8mb, identity", "cancel, progress")),
+            "zstd-8mb",
+            cached_calls,
+            None,
+        )?,
+    );
     Ok(seeds)
 }
 
@@ -580,7 +644,7 @@ mod tests {
     #[test]
     fn seeds_pass_every_check() {
         let seeds = seeds().unwrap();
-        assert_eq!(seeds.len(), 6);
+        assert_eq!(seeds.len(), 7);
         for (target, input) in &seeds {
             assert_eq!(*target, "exchange_engine");
             exchange_engine(input).unwrap();
@@ -591,6 +655,16 @@ mod tests {
     fn the_seeds_run_every_handler_and_get_their_answers() {
         let seeds = seeds().unwrap();
         let (_, input) = &seeds[0];
+        let (output, stats, invoked) = run_seed(input);
+        assert_eq!(stats.outcome, Outcome::Completed);
+        // Six handlers ran (`nope` is unknown), each answered.
+        assert_eq!(invoked.len(), 6);
+        check_output(&input[2..], &output, &stats, &invoked).unwrap();
+    }
+
+    /// Runs a seed's traffic under the default configuration, reading and closing,
+    /// keeping what the fuzz target drops: the output, the counters, the handlers run.
+    fn run_seed(input: &[u8]) -> (Vec<u8>, ExchangeStats, Vec<u16>) {
         let log = Invocations::default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -598,7 +672,6 @@ mod tests {
             .build()
             .unwrap();
         quiet_planned_panics();
-        // Run the seed again, keeping the log and the output, to see what it reached.
         let (output, stats) =
             runtime.block_on(async {
                 let server = Server::new(registry(&log).unwrap(), config(0)).unwrap();
@@ -611,16 +684,35 @@ mod tests {
                     }
                 });
                 let (mut cr, mut cw) = tokio::io::split(client_io);
-                cw.write_all(&input[2..]).await.unwrap();
+                cw.write_all(input.get(2..).unwrap_or_default())
+                    .await
+                    .unwrap();
                 cw.shutdown().await.unwrap();
                 let mut out = Vec::new();
                 cr.read_to_end(&mut out).await.unwrap();
                 (out, serving.await.unwrap())
             });
+        (output, stats, invoked(&log))
+    }
+
+    #[test]
+    fn the_cached_seed_sends_precompressed_data_and_refuses_what_is_not() {
+        // The last seed: `cached` compressed ahead of time, `cached raw=1` (not zstd),
+        // `echo`, on a zstd response stream.
+        let seeds = seeds().unwrap();
+        let (_, input) = seeds.last().unwrap();
+        let (output, stats, invoked) = run_seed(input);
         assert_eq!(stats.outcome, Outcome::Completed);
-        // Six handlers ran (`nope` is unknown), each answered.
-        assert_eq!(log.lock().unwrap().len(), 6);
-        check_output(&input[2..], &output, &stats, &log.lock().unwrap()).unwrap();
+        assert_eq!(invoked.len(), 3);
+        check_output(&input[2..], &output, &stats, &invoked).unwrap();
+        let precompressed: u64 = stats.streams.iter().map(|s| s.precompressed_bytes).sum();
+        assert!(precompressed > 0, "{:?}", stats.streams);
+        // One error answer: the raw call's.
+        let errors = hgframe_wire::Frames::new(Bytes::from(output))
+            .filter_map(Result::ok)
+            .filter(|f| f.known_type() == Some(FrameType::ErrorResponse))
+            .count();
+        assert_eq!(errors, 1);
     }
 
     #[test]
