@@ -180,7 +180,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
     r.register(
         "cached",
         Permission::ReadOnly,
-        move |mut input: CommandInput, mut out: Responder| {
+        move |mut input: CommandInput, out: Responder| {
             let l = Arc::clone(&l);
             async move {
                 record(&l, &out);
@@ -201,11 +201,7 @@ pub fn registry(log: &Invocations) -> Result<Registry, String> {
 /// sent as it is (a response cache's path), or with argument `raw` passed as
 /// pre-compressed unchanged, which the stream refuses unless it is whole units (one
 /// error answer). Plain data when the response has no encoding (identity, sensitive).
-async fn cached(
-    input: &CommandInput,
-    mut out: Responder,
-    data: Vec<u8>,
-) -> Result<(), CommandError> {
+async fn cached(input: &CommandInput, out: Responder, data: Vec<u8>) -> Result<(), CommandError> {
     let Some(encoding) = out.response_encoding().cloned() else {
         out.finish(data).await?;
         return Ok(());
@@ -708,7 +704,7 @@ mod tests {
         let precompressed: u64 = stats.streams.iter().map(|s| s.precompressed_bytes).sum();
         assert!(precompressed > 0, "{:?}", stats.streams);
         // One error answer: the raw call's.
-        let errors = hgframe_wire::Frames::new(Bytes::from(output))
+        let errors = Frames::new(Bytes::from(output))
             .filter_map(Result::ok)
             .filter(|f| f.known_type() == Some(FrameType::ErrorResponse))
             .count();
