@@ -240,7 +240,7 @@ impl Exchange {
                         break;
                     };
                     self.transmit(&mut buf, chunk);
-                    permit.send(Ok(buf.split().freeze()));
+                    permit.send(Ok(std::mem::take(&mut buf).freeze()));
                     self.timers.progress(0);
                 }
                 permit = forward_room, if self.handlers.is_forwarding() => {
@@ -309,7 +309,7 @@ impl Exchange {
             if self.reactor.has_pending_output() {
                 if let Ok(permit) = output.try_reserve() {
                     self.transmit(&mut buf, chunk);
-                    permit.send(Ok(buf.split().freeze()));
+                    permit.send(Ok(std::mem::take(&mut buf).freeze()));
                     self.timers.progress(0);
                 }
             }
@@ -488,8 +488,11 @@ impl Exchange {
                     || (self.reactor.is_errored() && !self.reactor.has_pending_output()))
     }
 
-    /// Pulls up to `chunk` bytes of frames into `buf`, counting them per stream.
+    /// Pulls up to `chunk` bytes of frames into `buf`, counting them per stream. The
+    /// chunk is then taken whole (`mem::take`): a buffer of its own becomes `Bytes`
+    /// without the shared header a split would allocate.
     fn transmit(&mut self, buf: &mut BytesMut, chunk: usize) {
+        buf.reserve(self.reactor.queued_output_bytes().min(chunk));
         while buf.len() < chunk {
             let Some(frame) = self.reactor.poll_frame() else {
                 break;
