@@ -518,3 +518,99 @@ impl Handlers {
         self.batch = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{CommandInput, Responder};
+    use crate::stats::Transport;
+    use std::sync::Mutex;
+
+    /// A handler that records the pieces of data it reads, in order.
+    fn recorder() -> (Arc<dyn Handler>, Arc<Mutex<Vec<Bytes>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let handler = move |mut input: CommandInput, _out: Responder| {
+            let log = Arc::clone(&log);
+            async move {
+                if let Some(mut data) = input.take_data() {
+                    while let Some(piece) = data.chunk().await? {
+                        log.lock().unwrap().push(piece);
+                    }
+                }
+                Ok::<(), CommandError>(())
+            }
+        };
+        (Arc::new(handler), seen)
+    }
+
+    /// Handlers, and a report queue (kept open, not looked at).
+    fn handlers() -> (Handlers, mpsc::Sender<Report>, mpsc::Receiver<Report>) {
+        let handlers = Handlers::new(
+            4,
+            1 << 20,
+            Arc::new(Semaphore::new(4)),
+            2,
+            BlockingPool::new(1),
+            Arc::new(Caller::new(Transport::Http1)),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        (handlers, tx, rx)
+    }
+
+    fn admit(h: &mut Handlers, handler: Arc<dyn Handler>, reports: &mpsc::Sender<Report>) {
+        let out = Responder::new(RequestId(1), 1, reports.clone(), 1024, None);
+        h.admit(
+            RequestId(1),
+            handler,
+            "record".to_owned(),
+            BTreeMap::new(),
+            None,
+            true,
+            out,
+            reports.clone(),
+            REQUEST_BOOKKEEPING,
+        );
+    }
+
+    #[tokio::test]
+    async fn data_that_arrives_whole_in_a_batch_is_given_whole_at_its_end() {
+        let (mut h, reports, _reports_rx) = handlers();
+        let (handler, seen) = recorder();
+        h.begin_batch();
+        admit(&mut h, handler, &reports);
+        assert!(!h.is_running(), "held until the batch ends");
+        assert!(!h.batch_ready(), "its data is still to come");
+        let delivery = h.data(RequestId(1), Bytes::from_static(b"abc"), true, true);
+        assert_eq!(delivery, Delivery::Done);
+        assert!(h.batch_ready(), "complete: the batch ends here");
+        assert!(!h.expects_data(), "no queue for its data");
+        h.end_batch();
+        assert!(h.is_running());
+        h.next_done().await;
+        assert_eq!(*seen.lock().unwrap(), [Bytes::from_static(b"abc")]);
+    }
+
+    #[tokio::test]
+    async fn data_in_pieces_during_a_batch_starts_the_command_and_keeps_its_order() {
+        let (mut h, reports, _reports_rx) = handlers();
+        let (handler, seen) = recorder();
+        h.begin_batch();
+        admit(&mut h, handler, &reports);
+        let first = h.data(RequestId(1), Bytes::from_static(b"ab"), false, true);
+        assert_eq!(first, Delivery::Done);
+        assert!(
+            h.is_running(),
+            "a piece that does not end the data starts it"
+        );
+        assert!(h.batch_ready());
+        let last = h.data(RequestId(1), Bytes::from_static(b"cd"), true, true);
+        assert_eq!(last, Delivery::Done);
+        h.end_batch();
+        h.next_done().await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Bytes::from_static(b"ab"), Bytes::from_static(b"cd")]
+        );
+    }
+}

@@ -240,7 +240,7 @@ impl Exchange {
                         break;
                     };
                     self.transmit(&mut buf, chunk);
-                    permit.send(Ok(buf.split().freeze()));
+                    permit.send(Ok(std::mem::take(&mut buf).freeze()));
                     self.timers.progress(0);
                 }
                 permit = forward_room, if self.handlers.is_forwarding() => {
@@ -264,22 +264,7 @@ impl Exchange {
                 frame = input.next(), if can_read => {
                     self.handlers.begin_batch();
                     self.on_input(frame);
-                    // Frames already decoded (a small request comes in one piece) are
-                    // read in this turn, until a handler has something to do (handlers
-                    // go before the next frame, as they would turn by turn). Polled
-                    // without this task's waker: when one is not ready, the next turn
-                    // polls it again with the waker.
-                    for _ in 1..BATCH {
-                        let over_budget = self.over_budget();
-                        if self.handlers.batch_ready() || !self.can_read(over_budget) {
-                            break;
-                        }
-                        match input.next().now_or_never() {
-                            Some(frame) => self.on_input(frame),
-                            None => break,
-                        }
-                    }
-                    self.handlers.end_batch();
+                    self.read_batch(&mut input, 1);
                 }
                 permit = slot, if wants_slot => {
                     if let Some(permit) = permit {
@@ -308,13 +293,23 @@ impl Exchange {
                     }
                 },
             }
+            // Nothing else to do: the next turn would read, so input already there (the
+            // end of a small request, say) is read in this one.
+            if !self.handlers.is_running()
+                && self.report_rx.is_empty()
+                && !self.workers.is_busy()
+                && !self.reactor.has_pending_output()
+            {
+                self.handlers.begin_batch();
+                self.read_batch(&mut input, 0);
+            }
             // Output made ready in this turn leaves now rather than after another turn
             // (the transmit branch would take it first); with the batches above, one
             // chunk carries what several reports gave.
             if self.reactor.has_pending_output() {
                 if let Ok(permit) = output.try_reserve() {
                     self.transmit(&mut buf, chunk);
-                    permit.send(Ok(buf.split().freeze()));
+                    permit.send(Ok(std::mem::take(&mut buf).freeze()));
                     self.timers.progress(0);
                 }
             }
@@ -373,6 +368,28 @@ impl Exchange {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Reads the frames already decoded (a small request comes in one piece), up to a
+    /// batch in all, `taken` of which were read this turn, until a handler has something
+    /// to do (handlers go before the next frame, as they would turn by turn); then ends
+    /// the handlers' batch (begun by the caller). Polled without this task's waker: when
+    /// a frame is not ready, the next turn polls again with the waker.
+    fn read_batch<I>(&mut self, input: &mut I, taken: usize)
+    where
+        I: Stream<Item = Result<Frame, CodecError>> + Unpin,
+    {
+        for _ in taken..BATCH {
+            let over_budget = self.over_budget();
+            if self.handlers.batch_ready() || !self.can_read(over_budget) {
+                break;
+            }
+            match input.next().now_or_never() {
+                Some(frame) => self.on_input(frame),
+                None => break,
+            }
+        }
+        self.handlers.end_batch();
     }
 
     /// A frame read, a read error, or the end of the input.
@@ -471,8 +488,11 @@ impl Exchange {
                     || (self.reactor.is_errored() && !self.reactor.has_pending_output()))
     }
 
-    /// Pulls up to `chunk` bytes of frames into `buf`, counting them per stream.
+    /// Pulls up to `chunk` bytes of frames into `buf`, counting them per stream. The
+    /// chunk is then taken whole (`mem::take`): a buffer of its own becomes `Bytes`
+    /// without the shared header a split would allocate.
     fn transmit(&mut self, buf: &mut BytesMut, chunk: usize) {
+        buf.reserve(self.reactor.queued_output_bytes().min(chunk));
         while buf.len() < chunk {
             let Some(frame) = self.reactor.poll_frame() else {
                 break;

@@ -129,11 +129,6 @@ impl IdleSlot {
             self.idle.list().remove(&key);
         }
     }
-
-    /// Completes when the accept loop asks this connection to close.
-    async fn evicted(&self) {
-        self.close.notified().await;
-    }
 }
 
 impl Drop for IdleSlot {
@@ -164,9 +159,17 @@ pub(crate) async fn run<S, B>(
     B::Error: Into<BoxError>,
 {
     let mut permit = Some(permit);
-    let mut idle_deadline = timers.idle.map(|t| Instant::now() + t);
+    let opened = Instant::now();
     let mut slot = IdleSlot::new(idle, id);
     slot.set_idle();
+    let evicted = Arc::clone(&slot.close);
+    let activity = Arc::new(Activity::new(slot, opened));
+    // Left when the connection ends, whoever still holds a request's guard.
+    let _leave = Leave(Arc::clone(&activity));
+    // When to look at the idle clock next: the connection's requests do not wake this
+    // loop (it would cost every request two turns of it); it looks when the clock
+    // could have run out, and sets it again if a request came meanwhile.
+    let mut idle_check = timers.idle.map(|t| opened + t);
 
     // Protocol detection: hyper waits for the first bytes as long as they take, and its
     // HTTP/1 header timeout only starts once it knows the version, so a peer that sends
@@ -186,13 +189,12 @@ pub(crate) async fn run<S, B>(
                     return;
                 }
             },
-            () = sleep_until(idle_deadline), if idle_deadline.is_some() => return,
-            () = slot.evicted() => return,
+            () = sleep_until(idle_check), if idle_check.is_some() => return,
+            () = evicted.notified() => return,
             () = until_shutdown(&mut shutdown) => return,
         }
     }
 
-    let (counter, mut in_flight) = watch::channel(Counts::default());
     let peer = stream.peer_addr().ok();
     let draining = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -202,20 +204,17 @@ pub(crate) async fn run<S, B>(
     };
     let service = Tracked {
         inner: service,
-        in_flight: Arc::new(counter),
+        activity: Arc::clone(&activity),
         draining: Arc::clone(&draining),
         peer,
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
 
-    let mut busy = false;
-    let mut started = 0u64;
     let mut closing = false;
     // When a closing connection with nothing in flight is dropped (if it has not ended
     // by itself by then).
     let mut linger = Linger::default();
-    let mut counting = true;
     loop {
         let (close_reason, by_shutdown) = tokio::select! {
             ended = connection.as_mut() => {
@@ -224,35 +223,19 @@ pub(crate) async fn run<S, B>(
                 }
                 return;
             }
-            changed = in_flight.changed(), if counting => {
-                if changed.is_err() {
-                    // hyper dropped the service: the connection is ending.
-                    counting = false;
-                    continue;
-                }
-                let counts = *in_flight.borrow_and_update();
-                // A request may have started and ended between two looks.
-                let used = std::mem::replace(&mut started, counts.started) != counts.started;
-                if counts.in_flight > 0 {
-                    busy = true;
-                    idle_deadline = None;
-                    linger.until = None;
-                    slot.set_busy();
-                } else if busy || used {
-                    busy = false;
-                    idle_deadline = timers.idle.map(|t| Instant::now() + t);
-                    if closing {
-                        // Its last response may still be flushing: it keeps its slot.
-                        linger.start(false, &written, &draining);
-                    } else {
-                        // Idle from now: the last to be evicted.
-                        slot.set_busy();
-                        slot.set_idle();
-                    }
+            () = activity.went_idle.notified(), if closing && linger.until.is_none() => {
+                if !activity.watch_busy() {
+                    // Its last response may still be flushing: it keeps its slot.
+                    linger.start(false, &written, &draining);
                 }
                 continue;
             }
-            () = sleep_until(linger.until), if linger.until.is_some() && !busy => {
+            () = sleep_until(linger.until), if linger.until.is_some() => {
+                if activity.watch_busy() {
+                    // A request crossed the close: the linger starts again once it ends.
+                    linger.until = None;
+                    continue;
+                }
                 let now_written = written.load(Ordering::Relaxed);
                 if !linger.hard && now_written.wrapping_sub(linger.written) > STILL_WRITING {
                     // Still writing its last response: wait on.
@@ -263,21 +246,28 @@ pub(crate) async fn run<S, B>(
                 tracing::debug!("closing connection dropped after its linger");
                 return;
             }
-            () = sleep_until(idle_deadline), if !closing && !busy && idle_deadline.is_some() => {
+            () = sleep_until(idle_check), if !closing && idle_check.is_some() => {
+                let Some(timeout) = timers.idle else { continue };
+                let now = Instant::now();
+                // Busy: it cannot be idle for the whole timeout before `now + timeout`.
+                let due = activity.idle_since().map_or(now + timeout, |since| since + timeout);
+                if due > now {
+                    idle_check = Some(due);
+                    continue;
+                }
                 ("no request in flight for the connection idle timeout", false)
             }
-            () = slot.evicted(), if !closing => {
+            () = evicted.notified(), if !closing => {
                 ("evicted: the server is at its connection limit", false)
             }
             () = until_shutdown(&mut shutdown), if !closing => ("server shutting down", true),
         };
         tracing::debug!(reason = close_reason, "closing connection");
         closing = true;
-        slot.set_busy();
         // HTTP/1: closes now if idle, else after the response in progress. h2: GOAWAY,
         // then close once the streams in flight end (and the peer answered a PING).
         connection.as_mut().graceful_shutdown();
-        if !busy {
+        if !activity.close() {
             // Closed idle by a timer or eviction: its last response ended long ago (or
             // it is the longest idle of all), so it gives its slot back now and has
             // CLOSE_LINGER, not more. On shutdown it may still flush what it wrote.
@@ -287,6 +277,112 @@ pub(crate) async fn run<S, B>(
                 drop(permit.take());
             }
         }
+    }
+}
+
+/// What a connection's requests tell its loop, without waking it for each: how many
+/// are in flight, since when none is, and its place in [`Idle`], which the requests keep
+/// up to date themselves.
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Signalled when the last request in flight ends while the loop watches (it is
+    /// closing and waits for that).
+    went_idle: Notify,
+}
+
+struct ActivityState {
+    /// Requests started and not yet ended.
+    in_flight: usize,
+    /// When the last request ended (or the connection opened).
+    idle_since: Instant,
+    slot: IdleSlot,
+    /// Closing: it stays off the idle list.
+    closing: bool,
+    /// The loop waits for the requests in flight to end.
+    watching: bool,
+}
+
+impl Activity {
+    fn new(slot: IdleSlot, opened: Instant) -> Self {
+        Self {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                idle_since: opened,
+                slot,
+                closing: false,
+                watching: false,
+            }),
+            went_idle: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, ActivityState> {
+        // Nothing panics while holding the lock; a poisoned state is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A request starts: the connection is busy, off the idle list.
+    fn started(&self) {
+        let mut state = self.state();
+        state.in_flight += 1;
+        if state.in_flight == 1 {
+            state.slot.set_busy();
+        }
+    }
+
+    /// A request ended: with none left, the connection is idle from now, the last to
+    /// be evicted; a loop that waits for that is told.
+    fn ended(&self) {
+        let mut state = self.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight > 0 {
+            return;
+        }
+        state.idle_since = Instant::now();
+        if !state.closing {
+            state.slot.set_idle();
+        }
+        if state.watching {
+            state.watching = false;
+            self.went_idle.notify_one();
+        }
+    }
+
+    /// Since when nothing is in flight; `None` while a request is.
+    fn idle_since(&self) -> Option<Instant> {
+        let state = self.state();
+        (state.in_flight == 0).then_some(state.idle_since)
+    }
+
+    /// Whether a request is in flight; if so, the loop is told when the last one ends.
+    fn watch_busy(&self) -> bool {
+        let mut state = self.state();
+        state.watching = state.in_flight > 0;
+        state.watching
+    }
+
+    /// The connection closes: off the idle list for good. Returns whether a request is
+    /// in flight (the loop is then told when the last one ends).
+    fn close(&self) -> bool {
+        let mut state = self.state();
+        state.closing = true;
+        state.slot.set_busy();
+        state.watching = state.in_flight > 0;
+        state.watching
+    }
+}
+
+/// Takes the connection off the idle list when its loop ends, whatever requests' guards
+/// (and so the [`Activity`]) outlive it.
+struct Leave(Arc<Activity>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.closing = true;
+        state.slot.set_busy();
     }
 }
 
@@ -382,20 +478,11 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    in_flight: Arc<watch::Sender<Counts>>,
+    activity: Arc<Activity>,
     /// Set when the connection drains: new requests are refused.
     draining: Arc<AtomicBool>,
     /// The peer's address, given to every request as a [`PeerAddr`] extension.
     peer: Option<std::net::SocketAddr>,
-}
-
-/// The requests of one connection.
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    /// Started and not yet ended.
-    in_flight: usize,
-    /// Started since the connection opened.
-    started: u64,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
@@ -426,7 +513,7 @@ where
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Box::pin(async move { Ok(refused) });
         }
-        let guard = InFlight::new(Arc::clone(&self.in_flight));
+        let guard = InFlight::new(Arc::clone(&self.activity));
         let service = self.inner.clone();
         Box::pin(async move {
             let response = service.oneshot(request).await?;
@@ -439,22 +526,18 @@ where
 }
 
 /// One request in flight on its connection's counter.
-struct InFlight(Arc<watch::Sender<Counts>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn new(counter: Arc<watch::Sender<Counts>>) -> Self {
-        counter.send_modify(|c| {
-            c.in_flight += 1;
-            c.started = c.started.wrapping_add(1);
-        });
-        Self(counter)
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.started();
+        Self(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .send_modify(|c| c.in_flight = c.in_flight.saturating_sub(1));
+        self.0.ended();
     }
 }
 

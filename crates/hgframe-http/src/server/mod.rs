@@ -7,6 +7,7 @@ mod conn;
 mod reflect;
 pub(crate) mod route;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use futures_util::TryStreamExt;
 use hgframe_engine::{Caller, ConfigError, Duplex, Error, Registry, Scope, Server, Transport};
 use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_stream::parse_accept_list;
-use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
@@ -64,6 +65,10 @@ struct Shared {
     reflect: Arc<hgframe_reactor::ServerConfig>,
     /// The profiles the server decodes, as the value of [`DECODES_HEADER`].
     decodes: HeaderValue,
+    /// The media type, as a header value, and the name of [`DECODES_HEADER`]: made
+    /// once, not parsed again for every response.
+    media_type: HeaderValue,
+    decodes_name: HeaderName,
 }
 
 impl HgFrameService {
@@ -81,12 +86,17 @@ impl HgFrameService {
         let decodes = HeaderValue::from_str(&names.join(", ")).map_err(|_| {
             ConfigError::new("profiles", "a profile name is not a valid header value")
         })?;
+        let media_type = HeaderValue::from_str(config.media_type()).map_err(|_| {
+            ConfigError::new("media_type", "the media type is not a valid header value")
+        })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 server,
                 reflect: Arc::new(reflect),
                 decodes,
+                media_type,
+                decodes_name: HeaderName::from_static(DECODES_HEADER),
             }),
         })
     }
@@ -173,10 +183,15 @@ impl HgFrameService {
             .map(Extensions::parse)
             .reduce(|a, b| a.union(b));
         let accepted = offered.map(|offered| reactor.set_peer_extensions(offered));
-        let (command, only) = match target {
-            Target::Single(name) => (String::from_utf8_lossy(&name).into_owned(), Some(name)),
-            Target::Multi => ("multirequest".to_owned(), None),
+        let only = match target {
+            Target::Single(name) => Some(name),
+            Target::Multi => None,
         };
+        // Borrowed (no copy) unless the name is not UTF-8; a span's fields are only
+        // formatted when it is enabled.
+        let command = only
+            .as_deref()
+            .map_or(Cow::Borrowed("multirequest"), String::from_utf8_lossy);
         let span = tracing::info_span!(
             "hgframe.exchange",
             command = %command,
@@ -205,8 +220,8 @@ impl HgFrameService {
         };
         let mut response = Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, config.media_type())
-            .header(DECODES_HEADER, self.shared.decodes.clone());
+            .header(header::CONTENT_TYPE, self.shared.media_type.clone())
+            .header(&self.shared.decodes_name, self.shared.decodes.clone());
         if let Some(accepted) = accepted {
             response = response.header(EXTENSIONS_HEADER, accepted.to_string());
         }

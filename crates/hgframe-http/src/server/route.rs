@@ -122,10 +122,11 @@ pub(crate) fn route(
         .strip_prefix(prefix)
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
         .ok_or_else(|| Reject::NotFound(format!("not found: {path}")))?;
-    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (permission, command) = match parts.as_slice() {
-        [] => return Ok(Route::Index),
-        [permission, command] => (*permission, *command),
+    // Up to three segments are enough to tell (no list is built per request).
+    let mut parts = rest.split('/').filter(|s| !s.is_empty());
+    let (permission, command) = match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => return Ok(Route::Index),
+        (Some(permission), Some(command), None) => (permission, command),
         _ => {
             return Err(Reject::NotFound(format!(
                 "do not know how to process {path}; use {prefix}/<ro|rw>/<command>"

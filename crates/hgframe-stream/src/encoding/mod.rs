@@ -271,7 +271,9 @@ impl EncodingSettings {
 /// ```
 #[derive(Clone)]
 pub struct Profiles {
-    list: Vec<Arc<dyn Profile>>,
+    /// Shared: every exchange's reactor clones the server's profiles, and a clone is
+    /// then one reference count (a change copies the list first).
+    list: Arc<Vec<Arc<dyn Profile>>>,
 }
 
 impl fmt::Debug for Profiles {
@@ -296,7 +298,7 @@ impl Profiles {
     /// Only `identity`.
     pub fn identity_only() -> Self {
         Self {
-            list: vec![Arc::new(Identity)],
+            list: Arc::new(vec![Arc::new(Identity)]),
         }
     }
 
@@ -316,12 +318,13 @@ impl Profiles {
         if profile.name() == IDENTITY {
             return self;
         }
-        if let Some(slot) = self.list.iter_mut().find(|p| p.name() == profile.name()) {
+        let list = Arc::make_mut(&mut self.list);
+        if let Some(slot) = list.iter_mut().find(|p| p.name() == profile.name()) {
             *slot = profile;
         } else if first {
-            self.list.insert(0, profile);
+            list.insert(0, profile);
         } else {
-            self.list.push(profile);
+            list.push(profile);
         }
         self
     }
@@ -329,7 +332,7 @@ impl Profiles {
     /// Removes the profile named `name` (not `identity`).
     pub fn remove(&mut self, name: &str) -> &mut Self {
         if name != IDENTITY {
-            self.list.retain(|p| p.name() != name);
+            Arc::make_mut(&mut self.list).retain(|p| p.name() != name);
         }
         self
     }
