@@ -53,7 +53,8 @@ use common::{command_request, runtime, RawClient};
 
 /// Encoding time of the last exchange's streams, over its elapsed time: how many cores
 /// compressed on average (the exchange's own stream and its worker streams).
-type Busy = Arc<Mutex<Option<f64>>>;
+/// Also the exchange's payload bytes on the wire.
+type Busy = Arc<Mutex<Option<(f64, u64)>>>;
 
 /// `serve` with the file commands over `root` and `parallel_streams`, recording each
 /// exchange's compression time in `busy`.
@@ -77,7 +78,8 @@ async fn start_server(
         .set_observer(move |stats| {
             let encoding: Duration = stats.streams.iter().map(|s| s.encode_time).sum();
             let cores = encoding.as_secs_f64() / stats.elapsed.as_secs_f64().max(1e-9);
-            *busy.lock().unwrap() = Some(cores);
+            let wire = stats.streams.iter().map(|s| s.wire_bytes).sum();
+            *busy.lock().unwrap() = Some((cores, wire));
         });
     let service = hgframe_http::HgFrameService::new(registry, config).unwrap();
     tokio::spawn(hgframe_http::serve(
@@ -343,6 +345,7 @@ fn main() {
 
         println!("{}:", file.display());
         let mut times = Times::default();
+        let mut wires = BTreeMap::new();
         for round in 0..rounds {
             let mut line = format!("  round {round}:");
             for streams in [1u8, 2, 4] {
@@ -382,8 +385,9 @@ fn main() {
                 let got = rt.block_on(cat(&raw, url, request.clone()));
                 let t = start.elapsed();
                 times.add_cpu(&format!("serve {}", i + 1), process_cpu() - cpu);
-                if let Some(cores) = busy.get(i).and_then(|b| b.lock().unwrap().take()) {
+                if let Some((cores, wire)) = busy.get(i).and_then(|b| b.lock().unwrap().take()) {
                     times.add_busy(&format!("serve {}", i + 1), cores);
+                    wires.insert(i + 1, wire);
                 }
                 assert!(got > 0);
                 times.add(&format!("serve {}", i + 1), t);
@@ -394,5 +398,8 @@ fn main() {
         times.report("pack 1", &["pack 2", "pack 4", "pack 1, x2"]);
         times.report("zstd x1", &["zstd x2"]);
         times.report("serve 1", &["serve 2", "serve 3"]);
+        for (n, wire) in &wires {
+            println!("  serve {n}: {wire} payload bytes on the wire");
+        }
     }
 }
