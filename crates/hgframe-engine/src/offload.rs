@@ -137,7 +137,7 @@ impl Workers {
         // A stream's pieces always go to the same thread (its slot: worker streams of
         // an exchange have consecutive even ids), so its context, a few MiB of tables
         // and window, stays in that thread's caches instead of moving between cores
-        // with every piece (docs/transports.md, "Several streams on several cores").
+        // with every piece (docs/streams.md, "Several streams on several cores").
         let Some(pool) = self
             .compressors
             .get(slot(stream.id().0, self.compressors.len()))
