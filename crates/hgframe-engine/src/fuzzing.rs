@@ -74,8 +74,8 @@ fn record(log: &Invocations, out: &Responder) {
 /// The commands: `echo` (its data back), `fail` (an error), `panic` (a panic),
 /// `stream` (argument `n`: n pieces of 4 KiB with progress, 300 ms apart), `slow`
 /// (answers after 45 s), `text` (a text-output answer), `cached` (its data back,
-/// pre-compressed; see [`cached`]). Each records its request id in
-/// `log` when it starts.
+/// pre-compressed, or with argument `raw` passed as pre-compressed unchanged). Each
+/// records its request id in `log` when it starts.
 pub fn registry(log: &Invocations) -> Result<Registry, String> {
     let mut r = Registry::new();
     let l = Arc::clone(log);
