@@ -22,6 +22,20 @@ fn generated(len: usize) -> Vec<u8> {
     out
 }
 
+/// Writes `text` as `big.txt`, and checks that `cat` gives it back whole.
+async fn cat_back(server: &TestServer, text: &[u8]) {
+    std::fs::write(server.root.path().join("big.txt"), text).unwrap();
+    let client = Client::new(&server.url()).unwrap();
+    let got = client
+        .call(Call::new("cat").arg("path", "big.txt"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(got.data == text, "the response differs");
+}
+
 /// The streams that carried response data.
 fn data_streams(stats: &ExchangeStats) -> usize {
     stats.streams.iter().filter(|s| s.raw_bytes > 0).count()
@@ -34,16 +48,7 @@ async fn a_large_cat_is_compressed_on_several_streams_and_arrives_intact() {
     })
     .await;
     let text = generated(8 << 20);
-    std::fs::write(server.root.path().join("big.txt"), &text).unwrap();
-    let client = Client::new(&server.url()).unwrap();
-    let got = client
-        .call(Call::new("cat").arg("path", "big.txt"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert!(got.data == text, "the response differs");
+    cat_back(&server, &text).await;
 
     let stats = server.wait_stats(1).await;
     let stats = &stats[0];
@@ -66,16 +71,7 @@ async fn cat_reads_whole_worker_pieces_when_they_are_larger_than_its_chunk() {
     })
     .await;
     let text = generated(6 << 20);
-    std::fs::write(server.root.path().join("big.txt"), &text).unwrap();
-    let client = Client::new(&server.url()).unwrap();
-    let got = client
-        .call(Call::new("cat").arg("path", "big.txt"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert!(got.data == text, "the response differs");
+    cat_back(&server, &text).await;
     let stats = server.wait_stats(1).await;
     let stats = &stats[0];
     assert!(data_streams(stats) >= 2, "{:?}", stats.streams);
@@ -98,16 +94,7 @@ async fn one_parallel_stream_keeps_compression_on_the_exchange() {
     })
     .await;
     let text = generated(2 << 20);
-    std::fs::write(server.root.path().join("big.txt"), &text).unwrap();
-    let client = Client::new(&server.url()).unwrap();
-    let got = client
-        .call(Call::new("cat").arg("path", "big.txt"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert!(got.data == text, "the response differs");
+    cat_back(&server, &text).await;
     let stats = server.wait_stats(1).await;
     assert_eq!(stats[0].streams.len(), 1, "{:?}", stats[0].streams);
 }
