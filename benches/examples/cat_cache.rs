@@ -197,16 +197,7 @@ fn main() {
     }
     let len_of = |file: &str| sizes.iter().find(|s| s.0 == file).map_or(0, |s| s.1);
 
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tx.send(rt.handle().clone()).unwrap();
-        rt.block_on(std::future::pending::<()>());
-    });
-    let handle = rx.recv().unwrap();
+    let handle = hgframe_benches::server_thread();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

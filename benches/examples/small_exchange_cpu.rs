@@ -170,16 +170,7 @@ fn main() {
 
     // The server thread: a current-thread runtime, so all of the server's work (hyper,
     // the engine, the handlers) runs on it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tx.send(rt.handle().clone()).unwrap();
-        rt.block_on(std::future::pending::<()>());
-    });
-    let handle = rx.recv().unwrap();
+    let handle = hgframe_benches::server_thread();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -152,3 +152,18 @@ pub fn corpus_sets(dir: &Path) -> std::io::Result<Vec<(String, Vec<Bytes>)>> {
         ("corpus small/".into(), files_under(&dir.join("small"))),
     ])
 }
+
+/// A thread of its own running a current-thread runtime, for a server whose work must
+/// stay on one thread (so that the thread's CPU time is the server's); its handle.
+pub fn server_thread() -> tokio::runtime::Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        tx.send(rt.handle().clone()).expect("the caller waits");
+        rt.block_on(std::future::pending::<()>());
+    });
+    rx.recv().expect("the server thread starts")
+}
