@@ -9,16 +9,15 @@
 //! one at a time through the responder, so the exchange's back-pressure and output
 //! budget apply as for the uncached `cat`.
 
-use std::io::Read;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hgframe_engine::{BlockingPool, CommandError, Responder};
 use hgframe_reactor::ResponseEncoding;
 use hgframe_stream::ContentEncoder;
 
 use super::cache::{CacheKey, Piece, ResponseCache, Validator};
-use super::{read_error, READ_CHUNK};
+use super::{read_error, read_full, READ_CHUNK};
 
 /// The command name in cache keys.
 const COMMAND: &str = "cat";
@@ -248,17 +247,8 @@ fn compress_piece(
     flush: usize,
     piece_len: usize,
 ) -> Result<Piece, PieceError> {
-    let mut raw = BytesMut::zeroed(piece_len);
-    let mut filled = 0;
-    while filled < piece_len {
-        match file.read(raw.get_mut(filled..).unwrap_or_default()) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(PieceError::Read(e)),
-        }
-    }
-    let raw = raw.get(..filled).unwrap_or_default();
+    let raw = read_full(file, piece_len).map_err(PieceError::Read)?;
+    let filled = raw.len();
     let mut compressed = Vec::with_capacity(encoder.max_encoded_len(filled));
     for chunk in raw.chunks(flush) {
         encoder

@@ -460,7 +460,6 @@ fn write_error(path: &str, e: &std::io::Error) -> CommandError {
     CommandError::new(format!("cannot write {path}: {e}"))
 }
 
-/// Reads the file in chunks into `tx`, until the end, an error, or the reader is gone.
 /// Reads up to `len` bytes of `file` on the pool (fewer only at its end).
 async fn read_chunk(
     pool: &BlockingPool,
@@ -470,23 +469,29 @@ async fn read_chunk(
 ) -> Result<(std::fs::File, Bytes), CommandError> {
     let (file, chunk) = pool
         .run(move || {
-            let mut buf = BytesMut::zeroed(len);
-            let mut filled = 0;
-            // Fill the chunk, so pieces are large even when reads come back short.
-            while filled < len {
-                match file.read(buf.get_mut(filled..).unwrap_or_default()) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return (file, Err(e)),
-                }
-            }
-            buf.truncate(filled);
-            (file, Ok(buf.freeze()))
+            let chunk = read_full(&mut file, len).map(BytesMut::freeze);
+            (file, chunk)
         })
         .await
         .map_err(|e| CommandError::new(e.to_string()))?;
     Ok((file, chunk.map_err(|e| read_error(shown, &e))?))
+}
+
+/// Up to `len` bytes of `file`, fewer only at its end: reads are repeated while they
+/// come back short, so pieces are large whatever the file system hands out at once.
+fn read_full(file: &mut std::fs::File, len: usize) -> std::io::Result<BytesMut> {
+    let mut buf = BytesMut::zeroed(len);
+    let mut filled = 0;
+    while filled < len {
+        match file.read(buf.get_mut(filled..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// The regular files under the root (symbolic links are neither listed nor followed,
