@@ -352,6 +352,8 @@ async fn identity_responses_do_not_use_the_cache() {
 fn serve_refuses_cache_limits_that_cannot_work() {
     for args in [
         &["--cache-entry-bytes", "0"][..],
+        &["--cache-bytes", "0"][..],
+        &["--no-cache", "--cache-bytes", "1000"][..],
         &["--cache-bytes", "1000", "--cache-entry-bytes", "1001"][..],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_hgframe"))

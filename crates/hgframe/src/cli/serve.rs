@@ -46,9 +46,12 @@ pub(crate) struct ServeArgs {
     /// Most bytes one `put` writes, counted after decoding (default 1 GiB); at least 1.
     #[arg(long, value_name = "N")]
     max_put_bytes: Option<u64>,
-    /// Most bytes the response cache of `cat` holds (default 64 MiB); 0 disables it.
+    /// Most bytes the response cache of `cat` holds (default 64 MiB); at least 1.
     #[arg(long, value_name = "N")]
     cache_bytes: Option<u64>,
+    /// No response cache: every `cat` compresses its file.
+    #[arg(long, conflicts_with_all = ["cache_bytes", "cache_entry_bytes"])]
+    no_cache: bool,
     /// Largest file the response cache holds, in bytes (default 8 MiB, or --cache-bytes
     /// if smaller); at least 1, at most --cache-bytes.
     #[arg(long, value_name = "N")]
@@ -61,7 +64,12 @@ pub(crate) struct ServeArgs {
 impl ServeArgs {
     /// The response cache the options ask for.
     fn cache_limits(&self) -> CacheLimits {
-        let max_bytes = self.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        // Zero bytes is how `CacheLimits` says "no cache".
+        let max_bytes = if self.no_cache {
+            0
+        } else {
+            self.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES)
+        };
         CacheLimits {
             max_bytes,
             max_entry_bytes: self
@@ -83,6 +91,11 @@ pub(crate) fn run(args: ServeArgs) -> CliResult {
     }
     if args.max_put_bytes == Some(0) {
         return Err(Failure::usage("--max-put-bytes must be at least 1"));
+    }
+    if args.cache_bytes == Some(0) {
+        return Err(Failure::usage(
+            "--cache-bytes must be at least 1 (--no-cache turns the cache off)",
+        ));
     }
     let mut registry = Registry::new();
     let mut files = FileCommands::new(&args.root).map_err(Failure::bad)?;
