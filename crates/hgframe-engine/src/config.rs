@@ -230,9 +230,10 @@ impl EngineConfig {
     /// size, each compressed by a worker ([`Self::parallel_streams`]), default 256 KiB
     /// (what `cat` reads at once; a worker's start costs microseconds, a piece's
     /// compression about a millisecond). Smaller writes are compressed on the
-    /// exchange's task. With the number of
-    /// streams, this bounds the work done ahead of the client: one piece per stream,
-    /// compressing or compressed and waiting for its turn.
+    /// exchange's task. With the number of streams, this bounds the work done ahead of
+    /// the client: two pieces per stream (one compressing, the next queued behind it on
+    /// the same thread), compressing or compressed and waiting for their turn, all
+    /// charged to the memory budget while they are.
     pub fn parallel_piece(&self) -> usize {
         self.parallel_piece
     }

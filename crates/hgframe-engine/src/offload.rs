@@ -12,11 +12,12 @@
 //! [`slot`]), while the exchange goes on. Each request keeps a FIFO ([`Lane`]) of
 //! what it produced since its oldest piece still compressing: later pieces (compressing
 //! at the same time on other streams), and small data, text and its end, which wait
-//! their turn. A stream is busy with at most one piece, so the pieces in flight are at
-//! most the number of streams.
+//! their turn. A stream holds at most [`PIECES_PER_STREAM`] pieces, all of one request
+//! (so its frames come back in that request's order), and the pieces in flight are at
+//! most that many per stream; their bytes count as held by the exchange.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::future::Future;
@@ -26,25 +27,32 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hgframe_reactor::{ServerReactor, IDENTITY};
-use hgframe_stream::{OutgoingStream, StreamError};
+use hgframe_stream::OutgoingStream;
 use hgframe_wire::{Frame, FrameType, RequestId};
 
 use crate::admission::{BlockingPool, JobFailed, PoolJob};
 
 use crate::command::Report;
 
-/// A piece encoded by a worker: its stream back, its frames, and what it cost.
+/// A piece encoded by a worker: its stream, its frames, and what it cost.
 pub(crate) struct Encoded {
-    pub(crate) stream: OutgoingStream,
-    pub(crate) frames: Result<Vec<Frame>, StreamError>,
+    pub(crate) stream: u8,
+    pub(crate) frames: Result<Vec<Frame>, String>,
     pub(crate) raw: u64,
     pub(crate) time: Duration,
 }
 
 /// One thing a request produced, in its order.
 pub(crate) enum Step {
-    /// A piece compressing on a worker; `eos` when it ends the response.
-    Piece { handle: PoolJob<Encoded>, eos: bool },
+    /// A piece compressing on a worker stream; `eos` when it ends the response.
+    Piece {
+        handle: PoolJob<Encoded>,
+        eos: bool,
+        /// The worker stream it is queued on.
+        stream: u8,
+        /// Its raw bytes, held until it is done.
+        len: usize,
+    },
     /// A report that waits for the pieces before it.
     Report(Report),
 }
@@ -52,14 +60,41 @@ pub(crate) enum Step {
 /// What a request produced since its oldest piece still compressing, in order.
 pub(crate) type Lane = VecDeque<Step>;
 
+/// Pieces queued at once on one worker stream. A second piece waits on the stream's
+/// thread while the first compresses, so the thread goes from one to the next without
+/// waiting for the exchange to take the first one's frames and hand it more data (the
+/// gap that small pieces made visible: docs/streams.md, "Several streams on several
+/// cores").
+pub(crate) const PIECES_PER_STREAM: usize = 2;
+
+/// A worker stream: its encoder, shared with the jobs queued on its thread.
+struct WorkerStream {
+    /// The jobs of one stream run on one thread, one after the other, in the order
+    /// they were queued: the lock is never contended, and the encoder sees the pieces
+    /// in the order their frames go out.
+    encoder: Arc<Mutex<OutgoingStream>>,
+    id: u8,
+    /// The request whose pieces are queued on it: only its later pieces may queue
+    /// behind them, so that the stream's frames come back in its lane's order.
+    owner: Option<RequestId>,
+    /// Pieces queued and not yet done.
+    queued: usize,
+    /// Its frames did not all go out (or a worker failed on it): the peer's decoding
+    /// context no longer matches the encoder, so it takes no more pieces, and the
+    /// pieces still queued on it are not sent.
+    lost: bool,
+}
+
 /// The exchange's worker streams.
 pub(crate) struct Workers {
-    /// Streams waiting for a piece.
-    idle: Vec<OutgoingStream>,
-    /// Streams opened and not lost (idle or busy).
+    /// Streams opened, and lost ones with pieces still queued.
+    streams: Vec<WorkerStream>,
+    /// Streams opened and not lost.
     opened: usize,
-    /// Pieces compressing.
+    /// Pieces queued on worker streams and not done.
     busy: usize,
+    /// Raw bytes of those pieces.
+    busy_bytes: usize,
     /// Most streams; 0 when compression stays on the exchange's task.
     max: usize,
     /// Pieces from this size on go to a worker.
@@ -76,9 +111,10 @@ impl Workers {
     /// least `min_piece` bytes.
     pub(crate) fn new(streams: usize, min_piece: usize, compressors: Arc<[BlockingPool]>) -> Self {
         Self {
-            idle: Vec::new(),
+            streams: Vec::new(),
             opened: 0,
             busy: 0,
+            busy_bytes: 0,
             max: if streams >= 2 && !compressors.is_empty() {
                 streams
             } else {
@@ -102,10 +138,10 @@ impl Workers {
         self.enabled(reactor).then_some(self.min_piece)
     }
 
-    /// Whether a piece could start now (or the pool is off): reports wait otherwise,
+    /// Whether a piece could be queued now (or the pool is off): reports wait otherwise,
     /// which holds back the handlers.
     pub(crate) fn has_room(&self, reactor: &ServerReactor) -> bool {
-        !self.enabled(reactor) || self.busy < self.max
+        !self.enabled(reactor) || self.busy < self.max * PIECES_PER_STREAM
     }
 
     /// Whether pieces are compressing.
@@ -113,14 +149,21 @@ impl Workers {
         self.busy > 0
     }
 
+    /// Raw bytes of the pieces queued on workers, which the exchange holds until they
+    /// are done.
+    pub(crate) fn busy_bytes(&self) -> usize {
+        self.busy_bytes
+    }
+
     /// Whether `stream_id` is a worker stream.
     pub(crate) fn owns(&self, stream_id: u8) -> bool {
         self.ids.contains(&stream_id)
     }
 
-    /// Starts compressing `data` for `request` on an idle stream, if it is large enough
-    /// and one is free (opened from the reactor as needed). Gives the data back
-    /// otherwise.
+    /// Starts compressing `data` for `request` on a worker stream, if it is large
+    /// enough and a stream can take it: an idle one (opened from the reactor as
+    /// needed), else one that already compresses this request's pieces and has room in
+    /// its queue. Gives the data back otherwise.
     pub(crate) fn start(
         &mut self,
         reactor: &mut ServerReactor,
@@ -128,10 +171,13 @@ impl Workers {
         data: Bytes,
         eos: bool,
     ) -> Result<Step, Bytes> {
-        if !self.enabled(reactor) || data.len() < self.min_piece || self.busy >= self.max {
+        if !self.enabled(reactor) || data.len() < self.min_piece || !self.has_room(reactor) {
             return Err(data);
         }
-        let Some(mut stream) = self.take_stream(reactor) else {
+        let Some(index) = self.pick(reactor, request) else {
+            return Err(data);
+        };
+        let Some(stream) = self.streams.get_mut(index) else {
             return Err(data);
         };
         // A stream's pieces always go to the same thread (its slot: worker streams of
@@ -140,63 +186,112 @@ impl Workers {
         // with every piece (docs/streams.md, "Several streams on several cores").
         let Some(pool) = self
             .compressors
-            .get(slot(stream.id().0, self.compressors.len()))
+            .get(slot(stream.id, self.compressors.len()))
         else {
             // No threads (not enabled then): the exchange's task compresses.
-            self.idle.push(stream);
             return Err(data);
         };
+        stream.owner = Some(request);
+        stream.queued += 1;
         self.busy += 1;
+        let len = data.len();
+        self.busy_bytes += len;
+        let id = stream.id;
+        let encoder = Arc::clone(&stream.encoder);
         let job = move || {
             let started = Instant::now();
             let raw = data.len() as u64;
             let mut frames = Vec::new();
-            let frames = stream
-                .push_data(request, FrameType::BytesResponse, data, eos, &mut frames)
-                .map(|()| frames);
+            let frames = match encoder.lock() {
+                Ok(mut encoder) => encoder
+                    .push_data(request, FrameType::BytesResponse, data, eos, &mut frames)
+                    .map(|()| frames)
+                    .map_err(|e| e.to_string()),
+                // A piece before this one panicked while encoding: that one failed, and
+                // the stream with it.
+                Err(_) => Err("the stream's encoder failed on an earlier piece".to_owned()),
+            };
             Encoded {
-                stream,
+                stream: id,
                 frames,
                 raw,
                 time: started.elapsed(),
             }
         };
         let handle = pool.start(job);
-        Ok(Step::Piece { handle, eos })
+        Ok(Step::Piece {
+            handle,
+            eos,
+            stream: id,
+            len,
+        })
     }
 
-    /// A piece is done; its stream is free again.
-    pub(crate) fn give_back(&mut self, stream: OutgoingStream) {
-        self.busy = self.busy.saturating_sub(1);
-        self.idle.push(stream);
-    }
-
-    /// A piece is done but its stream cannot be used again: its frames did not all go
-    /// out (so the peer's decoding context differs from the encoder's), or the worker
-    /// failed. Its id stays taken for the exchange; another stream may replace it.
-    pub(crate) fn lose(&mut self) {
-        self.busy = self.busy.saturating_sub(1);
-        self.opened = self.opened.saturating_sub(1);
-    }
-
-    fn take_stream(&mut self, reactor: &mut ServerReactor) -> Option<OutgoingStream> {
-        if let Some(stream) = self.idle.pop() {
-            return Some(stream);
+    /// The stream for `request`'s next piece: an idle stream, a new one, or the least
+    /// queued of the request's own streams that has room.
+    fn pick(&mut self, reactor: &mut ServerReactor, request: RequestId) -> Option<usize> {
+        let usable = |s: &WorkerStream| !s.lost;
+        if let Some(i) = self.streams.iter().position(|s| usable(s) && s.queued == 0) {
+            return Some(i);
         }
-        if self.opened >= self.max {
-            return None;
-        }
-        match reactor.open_output_stream() {
-            Ok(stream) => {
-                self.opened += 1;
-                self.ids.insert(stream.id().0);
-                Some(stream)
+        if self.opened < self.max {
+            match reactor.open_output_stream() {
+                Ok(stream) => {
+                    self.opened += 1;
+                    let id = stream.id().0;
+                    self.ids.insert(id);
+                    self.streams.push(WorkerStream {
+                        encoder: Arc::new(Mutex::new(stream)),
+                        id,
+                        owner: None,
+                        queued: 0,
+                        lost: false,
+                    });
+                    return Some(self.streams.len() - 1);
+                }
+                Err(e) => {
+                    // No stream id left: work with the streams there are.
+                    tracing::debug!(error = %e, "no more worker streams");
+                    self.max = self.opened;
+                }
             }
-            Err(e) => {
-                // No stream id left: work with the streams there are.
-                tracing::debug!(error = %e, "no more worker streams");
-                self.max = self.opened;
-                None
+        }
+        self.streams
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| usable(s) && s.owner == Some(request) && s.queued < PIECES_PER_STREAM)
+            .min_by_key(|(_, s)| s.queued)
+            .map(|(i, _)| i)
+    }
+
+    /// Whether the frames of a piece done on `stream_id` may go out: its stream has not
+    /// been lost since the piece was queued.
+    pub(crate) fn is_in_step(&self, stream_id: u8) -> bool {
+        self.streams.iter().any(|s| s.id == stream_id && !s.lost)
+    }
+
+    /// A piece of `len` bytes on `stream_id` is over: done and sent (`sent`), or not
+    /// (its frames did not all go out, its worker failed, or its request was dropped),
+    /// in which case the stream is lost. A stream lost is gone once its last piece is
+    /// over; its id stays taken for the exchange, and another stream may replace it.
+    pub(crate) fn piece_over(&mut self, stream_id: u8, len: usize, sent: bool) {
+        self.busy = self.busy.saturating_sub(1);
+        self.busy_bytes = self.busy_bytes.saturating_sub(len);
+        let Some(index) = self.streams.iter().position(|s| s.id == stream_id) else {
+            return;
+        };
+        let Some(stream) = self.streams.get_mut(index) else {
+            return;
+        };
+        stream.queued = stream.queued.saturating_sub(1);
+        if !sent && !stream.lost {
+            stream.lost = true;
+            self.opened = self.opened.saturating_sub(1);
+        }
+        if stream.queued == 0 {
+            stream.owner = None;
+            if stream.lost {
+                self.streams.swap_remove(index);
             }
         }
     }
@@ -240,6 +335,93 @@ mod tests {
             }
         }
         assert_eq!(slot(6, 0), 0, "no threads: no division by zero");
+    }
+
+    /// A reactor whose output is compressed, and workers for `streams` streams.
+    #[cfg(feature = "zstd")]
+    fn compressing(streams: usize) -> (ServerReactor, Workers) {
+        let mut reactor = ServerReactor::new(hgframe_reactor::ServerConfig::default());
+        reactor.set_peer_accepts(&["zstd-8mb"]);
+        assert_ne!(reactor.output_encoding(), IDENTITY);
+        let threads: Arc<[BlockingPool]> = (0..streams).map(|_| BlockingPool::new(1)).collect();
+        (reactor, Workers::new(streams, 4, threads))
+    }
+
+    #[cfg(feature = "zstd")]
+    fn piece_stream(step: &Step) -> u8 {
+        match step {
+            Step::Piece { stream, .. } => *stream,
+            Step::Report(_) => panic!("not a piece"),
+        }
+    }
+
+    #[cfg(feature = "zstd")]
+    #[tokio::test]
+    async fn a_stream_queues_a_second_piece_of_its_own_request_only() {
+        let (mut reactor, mut workers) = compressing(2);
+        let (x, y) = (RequestId(1), RequestId(3));
+        let piece = || Bytes::from_static(b"some data to compress");
+        let a = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
+        let b = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
+        // Both streams are open and busy with `x`: `y` gets none (its data is
+        // compressed on the exchange's task), while `x` queues one more on each.
+        assert!(workers.start(&mut reactor, y, piece(), false).is_err());
+        let c = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
+        let d = workers.start(&mut reactor, x, piece(), true).ok().unwrap();
+        assert_ne!(piece_stream(&a), piece_stream(&b), "an idle stream first");
+        let mut queued = [piece_stream(&c), piece_stream(&d)];
+        queued.sort_unstable();
+        let mut first = [piece_stream(&a), piece_stream(&b)];
+        first.sort_unstable();
+        assert_eq!(queued, first, "then behind the request's own pieces");
+        assert!(!workers.has_room(&reactor));
+        assert!(workers.start(&mut reactor, x, piece(), false).is_err());
+        assert_eq!(workers.busy_bytes(), 4 * piece().len());
+        // The pieces of one stream run in the order they were queued, on one encoder:
+        // the second continues the first's stream.
+        let Step::Piece { handle, .. } = a else {
+            unreachable!()
+        };
+        let first = handle.await.ok().unwrap();
+        let Step::Piece { handle, .. } = c else {
+            unreachable!()
+        };
+        let second = handle.await.ok().unwrap();
+        let begins = |e: &Encoded| {
+            e.frames.as_ref().unwrap()[0]
+                .stream_flags()
+                .contains(hgframe_wire::StreamFlags::STREAM_BEGIN)
+        };
+        assert!(begins(&first) && !begins(&second));
+        // Once a stream's pieces are over, any request may use it.
+        workers.piece_over(first.stream, piece().len(), true);
+        workers.piece_over(second.stream, piece().len(), true);
+        assert!(workers.start(&mut reactor, y, piece(), false).is_ok());
+    }
+
+    #[cfg(feature = "zstd")]
+    #[tokio::test]
+    async fn pieces_queued_behind_a_lost_one_are_not_in_step() {
+        let (mut reactor, mut workers) = compressing(2);
+        let x = RequestId(1);
+        let piece = || Bytes::from_static(b"some data to compress");
+        let a = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
+        let _b = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
+        let c = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
+        let lost = piece_stream(&a);
+        assert_eq!(piece_stream(&c), lost);
+        // `a`'s frames did not go out: `c`, encoded after them on the same stream,
+        // would not decode.
+        workers.piece_over(lost, piece().len(), false);
+        assert!(!workers.is_in_step(lost));
+        workers.piece_over(lost, piece().len(), false);
+        // The lost stream is gone with its last piece; a new one replaces it.
+        let e = workers
+            .start(&mut reactor, RequestId(3), piece(), false)
+            .ok()
+            .unwrap();
+        assert_ne!(piece_stream(&e), lost);
+        assert!(workers.is_in_step(piece_stream(&e)));
     }
 
     #[tokio::test]

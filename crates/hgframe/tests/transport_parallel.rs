@@ -171,3 +171,42 @@ async fn small_data_and_text_wait_behind_pieces_compressing() {
     let stats = server.wait_stats(1).await;
     assert!(data_streams(&stats[0]) >= 2, "{:?}", stats[0].streams);
 }
+
+/// Several requests' large responses at once, in one exchange over h2c: a worker stream
+/// queues a request's next piece behind its current one, and never another request's,
+/// so each stream's frames go out in the order they were encoded. Every response
+/// arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_responses_of_several_requests_at_once_arrive_intact() {
+    let server = TestServer::start(|c, _| {
+        c.engine_mut()
+            .set_parallel_streams(2)
+            .set_parallel_piece(64 << 10);
+    })
+    .await;
+    let files: Vec<Vec<u8>> = (0..4usize)
+        .map(|k| {
+            let mut text = generated((1 << 20) + k * 4099);
+            text.rotate_left(k * 1000);
+            text
+        })
+        .collect();
+    for (k, text) in files.iter().enumerate() {
+        std::fs::write(server.root.path().join(format!("f{k}.txt")), text).unwrap();
+    }
+    let mut options = ClientOptions::default();
+    options.set_http2_prior_knowledge(true);
+    let client = Client::with_options(&server.url(), options).unwrap();
+    let calls = (0..files.len())
+        .map(|k| Call::new("cat").arg("path", format!("f{k}.txt")))
+        .collect();
+    let batch = client.call_many(Permission::ReadOnly, calls).await.unwrap();
+    let answers = batch.collect().await;
+    assert_eq!(answers.len(), files.len());
+    for (k, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap_or_else(|e| panic!("cat {k}: {e}"));
+        assert!(answer.data == files[k], "cat {k}: the response differs");
+    }
+    let stats = server.wait_stats(1).await;
+    assert!(data_streams(&stats[0]) >= 2, "{:?}", stats[0].streams);
+}

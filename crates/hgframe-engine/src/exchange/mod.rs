@@ -433,6 +433,7 @@ impl Exchange {
         queued
             + self.handlers.waiting_bytes()
             + self.reactor.buffered_bytes()
+            + self.workers.busy_bytes()
             + self.open.len() * REQUEST_BOOKKEEPING
     }
 
@@ -581,8 +582,10 @@ impl Exchange {
         if let Some(lane) = self.lanes.remove(&request) {
             let reports = lane.iter().filter(|s| matches!(s, Step::Report(_))).count();
             self.lane_reports = self.lane_reports.saturating_sub(reports);
-            for _ in lane.iter().filter(|s| matches!(s, Step::Piece { .. })) {
-                self.workers.lose();
+            for step in &lane {
+                if let Step::Piece { stream, len, .. } = step {
+                    self.workers.piece_over(*stream, *len, false);
+                }
             }
         }
     }
@@ -839,40 +842,44 @@ impl Exchange {
         let Some(lane) = self.lanes.get_mut(&request) else {
             return;
         };
-        let Some(Step::Piece { eos, .. }) = lane.pop_front() else {
+        let Some(Step::Piece {
+            eos, stream, len, ..
+        }) = lane.pop_front()
+        else {
             return;
         };
         let failed = match done {
+            // Its stream was lost after it was queued (an earlier piece's frames did not
+            // go out): its frames would not decode.
+            Ok(Encoded { stream, .. }) if !self.workers.is_in_step(stream) => {
+                self.workers.piece_over(stream, len, false);
+                Some("compressing the response failed: its stream fell out of step".to_owned())
+            }
             Ok(Encoded {
                 stream,
                 frames,
                 raw,
                 time,
             }) => {
-                self.counters.worker_piece(
-                    stream.id().0,
-                    self.reactor.output_encoding(),
-                    raw,
-                    time,
-                );
+                self.counters
+                    .worker_piece(stream, self.reactor.output_encoding(), raw, time);
                 match frames {
                     Ok(frames) => {
-                        match self.try_feed(request, |r| r.on_response_frames(request, frames, eos))
-                        {
-                            Ok(()) => self.workers.give_back(stream),
-                            // Its frames did not go out: the stream is out of step.
-                            Err(_) => self.workers.lose(),
-                        }
+                        // If its frames do not go out, the stream is out of step.
+                        let sent = self
+                            .try_feed(request, |r| r.on_response_frames(request, frames, eos))
+                            .is_ok();
+                        self.workers.piece_over(stream, len, sent);
                         None
                     }
                     Err(e) => {
-                        self.workers.lose();
+                        self.workers.piece_over(stream, len, false);
                         Some(format!("compressing the response failed: {e}"))
                     }
                 }
             }
             Err(e) => {
-                self.workers.lose();
+                self.workers.piece_over(stream, len, false);
                 Some(format!("compressing the response failed: {e}"))
             }
         };
