@@ -1,6 +1,7 @@
 //! Servers and a client for the HTTP benchmarks (`benches/http.rs`,
 //! `examples/echo_ab.rs`): `hgframe serve`'s service, a bare hyper handler that answers
-//! the same bytes, and the raw hyper client that drives both.
+//! the same bytes, one that answers with the sans-IO reactor alone, and the raw hyper
+//! client that drives them.
 
 use std::net::SocketAddr;
 
@@ -61,6 +62,64 @@ pub(crate) async fn start_bare(answer: Bytes) -> SocketAddr {
                                 http::Response::builder()
                                     .header("content-type", MEDIA_TYPE)
                                     .body(Full::new(answer))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A bare hyper server (same connection builder as `serve`) that answers `echo` with
+/// the sans-IO reactor alone, in the handler: the request's frames decoded and fed to a
+/// `ServerReactor` set as `serve` sets one for HTTP/1.1 (output deferred to the end of
+/// the request), the command answered in place with its data, the answer's frames
+/// encoded. What the protocol costs per request without the engine around it (tasks,
+/// queues, admission, timers).
+pub(crate) async fn start_reactor_echo() -> SocketAddr {
+    use hgframe_reactor::{DataMode, ServerAction, ServerReactor};
+    let mut config = hgframe_reactor::ServerConfig::default();
+    config
+        .set_defer_output(true)
+        .set_data_mode(DataMode::Buffered)
+        .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
+    let config = std::sync::Arc::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let config = std::sync::Arc::clone(&config);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let config = std::sync::Arc::clone(&config);
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let mut reactor = ServerReactor::new(config);
+                            for frame in hgframe_wire::Frames::new(body) {
+                                let action = reactor.on_frame(frame.unwrap());
+                                if let ServerAction::RunCommand(command) = action {
+                                    let data = command.data.unwrap_or_default();
+                                    // Output is deferred: it is pulled once, below.
+                                    let _ = reactor
+                                        .on_response_data(command.request_id, data, true)
+                                        .unwrap();
+                                }
+                            }
+                            let _ = reactor.on_input_eof();
+                            let mut out = bytes::BytesMut::new();
+                            reactor.poll_transmit(&mut out, usize::MAX);
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", MEDIA_TYPE)
+                                    .body(Full::new(out.freeze()))
                                     .unwrap(),
                             )
                         }
