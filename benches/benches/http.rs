@@ -6,8 +6,9 @@
 //! - `http/echo_small`: requests per second of `echo` with a 64-byte payload over
 //!   HTTP/1.1 keep-alive, against a bare hyper handler that reads the same request body
 //!   and answers the same bytes. The same raw hyper client drives both, so the
-//!   difference is the server; `hgframe_client` adds our own client. Goal (issue 5):
-//!   `hgframe_server` >= 0.8x `bare_hyper`.
+//!   difference is the server; `reactor_echo` is a bare hyper handler that does the
+//!   echo with the sans-IO reactor alone (what the protocol costs without the engine);
+//!   `hgframe_client` adds our own client. Goal: `hgframe_server` >= 0.8x `bare_hyper`.
 //! - `http/cat_bulk`: `cat` of one large file (`HGFRAME_HTTP_BULK_BYTES`, default 256 MiB:
 //!   `$HGFRAME_CORPUS/bulk.bin` repeated, or generated text), identity and zstd-8mb, in
 //!   bytes per second, against reading the file locally in 256 KiB pieces; zstd-8mb
@@ -28,7 +29,9 @@ use hyper_util::rt::TokioExecutor;
 
 mod common;
 
-use common::{echo_request, post, runtime, start_bare, start_hgframe, RawClient};
+use common::{
+    echo_request, post, runtime, start_bare, start_hgframe, start_reactor_echo, RawClient,
+};
 
 fn echo_small(c: &mut Criterion) {
     let rt = runtime();
@@ -37,14 +40,18 @@ fn echo_small(c: &mut Criterion) {
     let request = echo_request(&payload);
     let raw: RawClient =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-    let (hg_url, bare_url, answer) = rt.block_on(async {
+    let (hg_url, bare_url, reactor_url, answer) = rt.block_on(async {
         let hg = start_hgframe(root.path(), None).await;
         let hg_url = format!("http://{hg}/api/exp-http-v2-0001/ro/echo");
         let answer = post(&raw, &hg_url, request.clone()).await;
         let bare = start_bare(answer.clone()).await;
+        let reactor = start_reactor_echo().await;
+        let reactor_url = format!("http://{reactor}/api/exp-http-v2-0001/ro/echo");
+        assert_eq!(post(&raw, &reactor_url, request.clone()).await, answer);
         (
             hg_url,
             format!("http://{bare}/api/exp-http-v2-0001/ro/echo"),
+            reactor_url,
             answer,
         )
     });
@@ -72,6 +79,7 @@ fn echo_small(c: &mut Criterion) {
         }
     };
     group.bench_function("bare_hyper", bench_raw(bare_url));
+    group.bench_function("reactor_echo", bench_raw(reactor_url));
     group.bench_function("hgframe_server", bench_raw(hg_url));
     group.bench_function("hgframe_client", |b| {
         b.iter_custom(|iters| {
