@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{answers, command, input, multirequest, on_stream, run, server};
+use common::{answers, command, input, multirequest, on_stream, run_accepting, server};
 use hgframe_engine::{
     CommandError, CommandInput, EngineConfig, Permission, Registry, Responder, Scope, TextAtom,
 };
@@ -38,6 +38,8 @@ enum Kind {
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         (0usize..70_000).prop_map(Kind::Ok),
+        // Large enough to be cut into worker pieces when compressed.
+        (64usize << 10..400_000).prop_map(Kind::Ok),
         (0usize..5_000).prop_map(Kind::Fail),
         (0usize..5_000).prop_map(Kind::Panic),
         Just(Kind::FinishThenFail),
@@ -143,7 +145,23 @@ fn tight_config() -> EngineConfig {
     c
 }
 
+/// Compressed responses whose larger writes go to two worker streams in pieces (64 KiB,
+/// the smallest allowed), which then wait in each request's lane.
+fn compressing(mut c: EngineConfig) -> EngineConfig {
+    c.set_parallel_streams(2).set_parallel_piece(64 << 10);
+    c
+}
+
 async fn check(kinds: Vec<Kind>, full_duplex: bool, config: EngineConfig) {
+    check_accepting(kinds, full_duplex, config, &[]).await;
+}
+
+async fn check_accepting(
+    kinds: Vec<Kind>,
+    full_duplex: bool,
+    config: EngineConfig,
+    accepts: &[String],
+) {
     let server = server(registry(), config);
     let frames = on_stream(
         kinds
@@ -158,7 +176,7 @@ async fn check(kinds: Vec<Kind>, full_duplex: bool, config: EngineConfig) {
     };
     let (output, stats) = tokio::time::timeout(
         Duration::from_secs(8),
-        run(&server, full_duplex, scope, input(frames)),
+        run_accepting(&server, full_duplex, scope, input(frames), accepts),
     )
     .await
     .expect("the exchange ended");
@@ -204,14 +222,20 @@ proptest! {
         kinds in prop::collection::vec(kind(), 1..40),
         full_duplex in any::<bool>(),
         tight in any::<bool>(),
+        compressed in any::<bool>(),
     ) {
         let config = if tight { tight_config() } else { EngineConfig::default() };
+        let (config, accepts) = if compressed {
+            (compressing(config), vec!["zstd-8mb".to_owned()])
+        } else {
+            (config, Vec::new())
+        };
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap()
-            .block_on(check(kinds, full_duplex, config));
+            .block_on(check_accepting(kinds, full_duplex, config, &accepts));
     }
 }
 
@@ -220,6 +244,7 @@ async fn a_batch_of_every_failure_at_once_in_both_modes() {
     let kinds = vec![
         Kind::Panic(10),
         Kind::Ok(100_000),
+        Kind::Ok(300_000),
         Kind::Fail(0),
         Kind::FinishThenFail,
         Kind::HugeText,
@@ -227,8 +252,23 @@ async fn a_batch_of_every_failure_at_once_in_both_modes() {
         Kind::Echo(300_000),
         Kind::Slow(5),
     ];
+    let zstd = ["zstd-8mb".to_owned()];
     for full_duplex in [false, true] {
         check(kinds.clone(), full_duplex, tight_config()).await;
         check(kinds.clone(), full_duplex, EngineConfig::default()).await;
+        check_accepting(
+            kinds.clone(),
+            full_duplex,
+            compressing(tight_config()),
+            &zstd,
+        )
+        .await;
+        check_accepting(
+            kinds.clone(),
+            full_duplex,
+            compressing(EngineConfig::default()),
+            &zstd,
+        )
+        .await;
     }
 }

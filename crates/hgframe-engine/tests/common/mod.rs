@@ -93,12 +93,24 @@ pub async fn run(
     scope: Scope,
     input: FrameInput,
 ) -> (Bytes, ExchangeStats) {
+    run_accepting(server, full_duplex, scope, input, &[]).await
+}
+
+/// [`run`] for a client that accepts the content encodings `accepts` (identity when
+/// empty).
+pub async fn run_accepting(
+    server: &Server,
+    full_duplex: bool,
+    scope: Scope,
+    input: FrameInput,
+    accepts: &[String],
+) -> (Bytes, ExchangeStats) {
     let transport = if matches!(scope, Scope::Connection) {
         Transport::ByteStream
     } else {
         Transport::Http1
     };
-    let reactor = server.new_reactor(full_duplex, &[]);
+    let reactor = server.new_reactor(full_duplex, accepts);
     let caller = hgframe_engine::Caller::new(transport);
     let mut running = server.start(reactor, scope, caller, input, tracing::Span::none());
     let mut out = BytesMut::new();
@@ -122,11 +134,19 @@ pub struct Answer {
     pub after_end: usize,
 }
 
-/// The answers in the output (identity encoding), by request id.
+/// The answers in the output, by request id, decoded as a client decodes them (every
+/// stream's content encoding undone, in wire order).
 pub fn answers(output: Bytes) -> BTreeMap<u16, Answer> {
     let mut all: BTreeMap<u16, Answer> = BTreeMap::new();
+    let mut streams = hgframe_stream::IncomingStreams::new(
+        hgframe_stream::Side::Client,
+        hgframe_stream::Profiles::default(),
+        hgframe_stream::DecodeLimits::default(),
+    );
     for frame in Frames::new(output) {
-        let frame = frame.unwrap();
+        let Some(frame) = streams.on_frame(frame.unwrap()).unwrap() else {
+            continue;
+        };
         let answer = all.entry(frame.request_id().0).or_default();
         if answer.terminals > 0 {
             answer.after_end += 1;
