@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{answers, command, input, multirequest, on_stream, run_accepting, server};
+use common::{command, decoded_answers, input, multirequest, on_stream, run_accepting, server};
 use hgframe_engine::{
     CommandError, CommandInput, EngineConfig, Permission, Registry, Responder, Scope, TextAtom,
 };
@@ -181,7 +181,7 @@ async fn check_accepting(
     .await
     .expect("the exchange ended");
     assert_eq!(stats.commands, kinds.len() as u64, "{stats:?}");
-    let got = answers(output);
+    let got = decoded_answers(output);
     assert_eq!(got.len(), kinds.len(), "one answer per command: {got:?}");
     for (i, kind) in kinds.iter().enumerate() {
         let id = 2 * i as u16 + 1;

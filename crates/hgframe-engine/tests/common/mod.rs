@@ -134,19 +134,29 @@ pub struct Answer {
     pub after_end: usize,
 }
 
+/// The answers in the output, by request id, as they are on the wire (payloads not
+/// decoded: identity, or what a test checks itself).
+pub fn answers(output: Bytes) -> BTreeMap<u16, Answer> {
+    answers_of(Frames::new(output).map(Result::unwrap))
+}
+
 /// The answers in the output, by request id, decoded as a client decodes them (every
 /// stream's content encoding undone, in wire order).
-pub fn answers(output: Bytes) -> BTreeMap<u16, Answer> {
-    let mut all: BTreeMap<u16, Answer> = BTreeMap::new();
+pub fn decoded_answers(output: Bytes) -> BTreeMap<u16, Answer> {
     let mut streams = hgframe_stream::IncomingStreams::new(
         hgframe_stream::Side::Client,
         hgframe_stream::Profiles::default(),
         hgframe_stream::DecodeLimits::default(),
     );
-    for frame in Frames::new(output) {
-        let Some(frame) = streams.on_frame(frame.unwrap()).unwrap() else {
-            continue;
-        };
+    answers_of(
+        Frames::new(output)
+            .filter_map(|frame| streams.on_frame(frame.unwrap()).expect("frames decode")),
+    )
+}
+
+fn answers_of(frames: impl Iterator<Item = Frame>) -> BTreeMap<u16, Answer> {
+    let mut all: BTreeMap<u16, Answer> = BTreeMap::new();
+    for frame in frames {
         let answer = all.entry(frame.request_id().0).or_default();
         if answer.terminals > 0 {
             answer.after_end += 1;
