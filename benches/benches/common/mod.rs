@@ -45,34 +45,7 @@ pub(crate) async fn start_hgframe(
 /// A bare hyper server (same connection builder as `serve`) that reads the request body
 /// and answers `answer`.
 pub(crate) async fn start_bare(answer: Bytes) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let answer = answer.clone();
-                        async move {
-                            let _ = req.into_body().collect().await;
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .header("content-type", MEDIA_TYPE)
-                                    .body(Full::new(answer))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    start_handler(move |_| answer.clone()).await
 }
 
 /// A bare hyper server (same connection builder as `serve`) that answers `echo` with
@@ -89,37 +62,49 @@ pub(crate) async fn start_reactor_echo() -> SocketAddr {
         .set_data_mode(DataMode::Buffered)
         .set_peer_accepts(&[hgframe_reactor::IDENTITY]);
     let config = std::sync::Arc::new(config);
+    start_handler(move |body| {
+        let mut reactor = ServerReactor::new(std::sync::Arc::clone(&config));
+        for frame in hgframe_wire::Frames::new(body) {
+            if let ServerAction::RunCommand(command) = reactor.on_frame(frame.unwrap()) {
+                let data = command.data.unwrap_or_default();
+                // Output is deferred: it is pulled once, below.
+                let _ = reactor
+                    .on_response_data(command.request_id, data, true)
+                    .unwrap();
+            }
+        }
+        let _ = reactor.on_input_eof();
+        let mut out = bytes::BytesMut::new();
+        reactor.poll_transmit(&mut out, usize::MAX);
+        out.freeze()
+    })
+    .await
+}
+
+/// A bare hyper server (same connection builder as `serve`) whose handler reads each
+/// request's body whole and answers `answer(body)`.
+async fn start_handler<F>(answer: F) -> SocketAddr
+where
+    F: Fn(Bytes) -> Bytes + Clone + Send + Sync + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let _ = stream.set_nodelay(true);
-            let config = std::sync::Arc::clone(&config);
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let config = std::sync::Arc::clone(&config);
+                        let answer = answer.clone();
                         async move {
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let mut reactor = ServerReactor::new(config);
-                            for frame in hgframe_wire::Frames::new(body) {
-                                let action = reactor.on_frame(frame.unwrap());
-                                if let ServerAction::RunCommand(command) = action {
-                                    let data = command.data.unwrap_or_default();
-                                    // Output is deferred: it is pulled once, below.
-                                    let _ = reactor
-                                        .on_response_data(command.request_id, data, true)
-                                        .unwrap();
-                                }
-                            }
-                            let _ = reactor.on_input_eof();
-                            let mut out = bytes::BytesMut::new();
-                            reactor.poll_transmit(&mut out, usize::MAX);
+                            let body = req.into_body().collect().await;
+                            let body = body.map(|b| b.to_bytes()).unwrap_or_default();
                             Ok::<_, std::convert::Infallible>(
                                 http::Response::builder()
                                     .header("content-type", MEDIA_TYPE)
-                                    .body(Full::new(out.freeze()))
+                                    .body(Full::new(answer(body)))
                                     .unwrap(),
                             )
                         }
