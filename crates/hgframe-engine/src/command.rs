@@ -120,8 +120,8 @@ pub struct Disconnected;
 /// Implemented for every `Fn(CommandInput, Responder) -> impl Future<Output =
 /// Result<(), CommandError>>` that is `Send + Sync + 'static`, so a closure or an `async
 /// fn` will do. Handlers run inside their exchange's task, next to each other: one
-/// with heavy work should move it to `spawn_blocking` (as `cat` reads files) or a task
-/// of its own. A handler is dropped (cancelled at an `.await`) when its exchange ends
+/// with heavy work should move it to the server's blocking pool
+/// ([`CommandInput::blocking`], where `cat` reads files) or a task of its own. A handler is dropped (cancelled at an `.await`) when its exchange ends
 /// early; a panic fails its command only.
 pub trait Handler: Send + Sync + 'static {
     /// Runs the command: read `input`, write the answer to `out`.
