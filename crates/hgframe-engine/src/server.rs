@@ -16,6 +16,7 @@ use crate::admission::{BlockingPool, MemoryBudget};
 use crate::caller::Caller;
 use crate::command::Registry;
 use crate::config::{ConfigError, EngineConfig};
+use crate::exchange::spares::Spares;
 use crate::exchange::{Exchange, Scope};
 use crate::output::{FrameInput, OutputChunk};
 use crate::stats::ExchangeStats;
@@ -75,6 +76,8 @@ pub(crate) struct Resources {
     /// One thread per worker stream slot, for compressing pieces (see
     /// [`crate::offload`]): a stream's pieces always run on the same thread.
     pub(crate) compressors: Arc<[BlockingPool]>,
+    /// Report queues of exchanges that have ended, for the next ones.
+    pub(crate) spares: Arc<Spares>,
 }
 
 /// An exchange not started yet ([`Server::prepare`]): poll it, or spawn it.
@@ -117,6 +120,7 @@ impl Server {
                 .filter(|_| config.parallel_streams() >= 2)
                 .map(|_| BlockingPool::new(1))
                 .collect(),
+            spares: Arc::new(Spares::new(config.report_queue())),
         };
         Ok(Self {
             shared: Arc::new(Shared {
@@ -227,5 +231,66 @@ impl Server {
             Arc::new(caller),
         );
         (Box::pin(exchange.run(input, tx).instrument(span)), rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::Scope;
+    use crate::output::FrameInput;
+    use crate::stats::Transport;
+    use crate::{CommandError, CommandInput, Permission, Responder};
+    use hgframe_wire::build::{command_frames, FrameTarget};
+    use hgframe_wire::{RequestId, StreamFlags, StreamId};
+
+    async fn echo(mut input: CommandInput, mut out: Responder) -> Result<(), CommandError> {
+        if let Some(mut data) = input.take_data() {
+            while let Some(piece) = data.chunk().await? {
+                out.write(piece).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn echo_input() -> FrameInput {
+        let target = FrameTarget::new(RequestId(1), StreamId(1));
+        let mut frames = command_frames(target, b"echo", [], Some(&b"abc"[..])).unwrap();
+        frames[0] = frames[0]
+            .clone()
+            .with_stream_flags(StreamFlags::STREAM_BEGIN);
+        Box::pin(futures_util::stream::iter(frames.into_iter().map(Ok)))
+    }
+
+    fn prepare(server: &Server) -> (ExchangeFuture, mpsc::Receiver<OutputChunk>) {
+        let scope = Scope::Request {
+            permission: Permission::ReadOnly,
+            command: None,
+        };
+        server.prepare(
+            server.new_reactor(false, &[]),
+            scope,
+            Caller::new(Transport::Http1),
+            echo_input(),
+            tracing::Span::none(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_next_exchange_reuses_the_report_queue_of_one_that_ended() {
+        let mut registry = Registry::new();
+        registry.register("echo", Permission::ReadOnly, echo);
+        let server = Server::new(registry, EngineConfig::default()).unwrap();
+        let spares = &server.shared.resources.spares;
+        assert_eq!(spares.len(), 0);
+        let (run, mut output) = prepare(&server);
+        let stats = run.await;
+        assert!(!stats.outcome.is_abort());
+        assert!(output.recv().await.is_some());
+        assert_eq!(spares.len(), 1, "the queue was given back");
+        let (run, _output) = prepare(&server);
+        assert_eq!(spares.len(), 0, "the next exchange took it");
+        run.await;
+        assert_eq!(spares.len(), 1);
     }
 }

@@ -45,6 +45,7 @@
 mod counters;
 mod handlers;
 mod pacing;
+pub(crate) mod spares;
 mod timers;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -108,7 +109,9 @@ pub(crate) struct Exchange {
     timers: Timers,
     counters: Counters,
     report_tx: mpsc::Sender<Report>,
-    report_rx: mpsc::Receiver<Report>,
+    /// Taken only when the exchange ends, to give the queue back
+    /// ([`spares::Spares`]).
+    report_rx: Option<mpsc::Receiver<Report>>,
     /// Requests dispatched whose response has not ended yet.
     open: FxHashSet<RequestId>,
     /// The latest command of each request id (its number in the exchange): reports of
@@ -137,7 +140,7 @@ impl Exchange {
         stats: ExchangeStats,
         caller: Arc<Caller>,
     ) -> Self {
-        let (report_tx, report_rx) = mpsc::channel(config.report_queue());
+        let (report_tx, report_rx) = resources.spares.take();
         let timers = Timers::new(&config);
         let full_duplex = !reactor.config().defer_output();
         let mut handlers = Handlers::new(
@@ -173,7 +176,7 @@ impl Exchange {
             timers,
             counters: Counters::new(stats),
             report_tx,
-            report_rx,
+            report_rx: Some(report_rx),
             open: FxHashSet::default(),
             current: FxHashMap::default(),
             workers,
@@ -250,8 +253,9 @@ impl Exchange {
                 (request, done) = next_done(&mut self.lanes), if can_finish_piece => {
                     self.on_piece_done(request, done);
                 }
-                report = self.report_rx.recv(), if can_report || stuck => {
-                    // `recv` cannot return None: `self.report_tx` is alive.
+                report = next_report(&mut self.report_rx), if can_report || stuck => {
+                    // Not None: `self.report_tx` is alive, and the queue is taken only
+                    // after the loop.
                     match report {
                         Some(report) if !can_report => self.unblock(report),
                         Some(report) => {
@@ -296,7 +300,10 @@ impl Exchange {
             // Nothing else to do: the next turn would read, so input already there (the
             // end of a small request, say) is read in this one.
             if !self.handlers.is_running()
-                && self.report_rx.is_empty()
+                && self
+                    .report_rx
+                    .as_ref()
+                    .map_or(true, mpsc::Receiver::is_empty)
                 && !self.workers.is_busy()
                 && !self.reactor.has_pending_output()
             {
@@ -315,6 +322,11 @@ impl Exchange {
             }
         }
         self.handlers.clear();
+        // The handlers are gone, and with them their senders (unless one kept its
+        // `Responder`, which keeps the queue out of the pool).
+        if let Some(rx) = self.report_rx.take() {
+            self.resources.spares.give_back(&self.report_tx, rx);
+        }
         self.report();
         // The streams' counters move out (the exchange only reports once): cloning
         // them would cost an allocation per stream and per profile name.
@@ -363,9 +375,9 @@ impl Exchange {
             if !self.can_report(queued, holding) {
                 return;
             }
-            match self.report_rx.try_recv() {
-                Ok(report) => self.on_report(report),
-                Err(_) => return,
+            match self.report_rx.as_mut().map(mpsc::Receiver::try_recv) {
+                Some(Ok(report)) => self.on_report(report),
+                _ => return,
             }
         }
     }
@@ -980,6 +992,14 @@ impl Exchange {
         self.input_open = false;
         self.handlers.clear();
         self.aborted = true;
+    }
+}
+
+/// The next report of an exchange's queue (`None` once the queue is given back).
+async fn next_report(rx: &mut Option<mpsc::Receiver<Report>>) -> Option<Report> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
     }
 }
 
