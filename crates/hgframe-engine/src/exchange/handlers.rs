@@ -70,6 +70,41 @@ pub(crate) enum Delivery {
     Withdrawn,
 }
 
+/// The maps of [`Handlers`], kept empty from an exchange that ended for the next one
+/// ([`super::spares`]): their first inserts would allocate them again.
+#[derive(Default)]
+pub(crate) struct HandlerMaps {
+    waiting: FxHashMap<RequestId, Waiting>,
+    order: VecDeque<RequestId>,
+    data: FxHashMap<RequestId, Sink>,
+}
+
+impl HandlerMaps {
+    /// Emptied; a map grown past `max` entries is dropped for a new one (memory held
+    /// between exchanges stays small).
+    pub(crate) fn emptied(mut self, max: usize) -> Self {
+        self.waiting.clear();
+        self.order.clear();
+        self.data.clear();
+        if self.waiting.capacity() > max {
+            self.waiting = FxHashMap::default();
+        }
+        if self.order.capacity() > max {
+            self.order = VecDeque::new();
+        }
+        if self.data.capacity() > max {
+            self.data = FxHashMap::default();
+        }
+        self
+    }
+
+    /// Whether every map is empty.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.order.is_empty() && self.data.is_empty()
+    }
+}
+
 pub(crate) struct Handlers {
     running: FuturesUnordered<BoxFuture<'static, ()>>,
     /// Commands waiting, by request, and their order.
@@ -113,16 +148,22 @@ impl Handlers {
         data_queue: usize,
         pool: BlockingPool,
         caller: Arc<Caller>,
+        maps: HandlerMaps,
     ) -> Self {
+        let HandlerMaps {
+            waiting,
+            order,
+            data,
+        } = maps;
         Self {
             running: FuturesUnordered::new(),
-            waiting: FxHashMap::default(),
-            order: VecDeque::new(),
+            waiting,
+            order,
             waiting_bytes: 0,
             max_running,
             max_waiting_bytes,
             slots,
-            data: FxHashMap::default(),
+            data,
             data_queue,
             forward: None,
             pool,
@@ -502,6 +543,15 @@ impl Handlers {
         }
     }
 
+    /// The maps, for the next exchange (after [`Self::clear`]: empty).
+    pub(crate) fn take_maps(&mut self) -> HandlerMaps {
+        HandlerMaps {
+            waiting: std::mem::take(&mut self.waiting),
+            order: std::mem::take(&mut self.order),
+            data: std::mem::take(&mut self.data),
+        }
+    }
+
     /// Drops every handler, running or waiting, and every data queue: the exchange is
     /// over (handlers are cancelled at their next `.await`).
     pub(crate) fn clear(&mut self) {
@@ -553,6 +603,7 @@ mod tests {
             2,
             BlockingPool::new(1),
             Arc::new(Caller::new(Transport::Http1)),
+            HandlerMaps::default(),
         );
         let (tx, rx) = mpsc::channel(16);
         (handlers, tx, rx)

@@ -64,6 +64,7 @@ use tokio::sync::mpsc;
 use self::counters::Counters;
 use self::handlers::{Delivery, Handlers};
 use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
+use self::spares::{Maps, Spare};
 use self::timers::{Expired, Timers, Wait};
 use crate::caller::Caller;
 use crate::command::{Permission, ProgressGate, Registry, Report, Responder};
@@ -140,7 +141,11 @@ impl Exchange {
         stats: ExchangeStats,
         caller: Arc<Caller>,
     ) -> Self {
-        let (report_tx, report_rx) = resources.spares.take();
+        let Spare {
+            tx: report_tx,
+            rx: report_rx,
+            maps,
+        } = resources.spares.take();
         let timers = Timers::new(&config);
         let full_duplex = !reactor.config().defer_output();
         let mut handlers = Handlers::new(
@@ -150,6 +155,7 @@ impl Exchange {
             config.data_queue(),
             resources.blocking.clone(),
             caller,
+            maps.handlers,
         );
         handlers.set_cancellable(reactor.extensions().contains(Extension::Cancel));
         let pacing = Pacing::new(
@@ -177,8 +183,8 @@ impl Exchange {
             counters: Counters::new(stats),
             report_tx,
             report_rx: Some(report_rx),
-            open: FxHashSet::default(),
-            current: FxHashMap::default(),
+            open: maps.open,
+            current: maps.current,
             workers,
             lanes: FxHashMap::default(),
             lane_reports: 0,
@@ -323,9 +329,15 @@ impl Exchange {
         }
         self.handlers.clear();
         // The handlers are gone, and with them their senders (unless one kept its
-        // `Responder`, which keeps the queue out of the pool).
+        // `Responder`, which keeps the queue out of the pool). The counters below do
+        // not look at the maps.
         if let Some(rx) = self.report_rx.take() {
-            self.resources.spares.give_back(&self.report_tx, rx);
+            let maps = Maps {
+                open: std::mem::take(&mut self.open),
+                current: std::mem::take(&mut self.current),
+                handlers: self.handlers.take_maps(),
+            };
+            self.resources.spares.give_back(&self.report_tx, rx, maps);
         }
         self.report();
         // The streams' counters move out (the exchange only reports once): cloning
