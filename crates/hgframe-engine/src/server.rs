@@ -18,7 +18,7 @@ use crate::command::Registry;
 use crate::config::{ConfigError, EngineConfig};
 use crate::exchange::spares::Spares;
 use crate::exchange::{Exchange, Scope};
-use crate::output::{FrameInput, OutputChunk};
+use crate::output::{FrameInput, Output, OutputChunk, OutputSpares};
 use crate::stats::ExchangeStats;
 
 /// Whether an exchange may answer before its input has ended.
@@ -62,6 +62,8 @@ struct Shared {
     /// Reactor settings for full-duplex exchanges and byte streams.
     full: Arc<hgframe_reactor::ServerConfig>,
     resources: Resources,
+    /// Output queues of exchanges that ended inside their transport's future.
+    outputs: Arc<OutputSpares>,
 }
 
 /// What every exchange of a server draws from.
@@ -122,6 +124,7 @@ impl Server {
                 .collect(),
             spares: Arc::new(Spares::new(config.report_queue())),
         };
+        let outputs = Arc::new(OutputSpares::new(config.body_queue()));
         Ok(Self {
             shared: Arc::new(Shared {
                 config: Arc::new(config),
@@ -129,6 +132,7 @@ impl Server {
                 half: Arc::new(half),
                 full: Arc::new(full),
                 resources,
+                outputs,
             }),
         })
     }
@@ -201,7 +205,7 @@ impl Server {
     ) -> Running {
         let (run, output) = self.prepare(reactor, scope, caller, input, span);
         Running {
-            output,
+            output: output.into_receiver(),
             done: tokio::spawn(run),
         }
     }
@@ -210,7 +214,10 @@ impl Server {
     /// For a transport that drives it itself for a while before it spawns it (a
     /// half-duplex HTTP exchange runs inside the request's service future until its
     /// response starts, which saves small exchanges a hand-off between threads). Until
-    /// spawned, it advances (and its clocks run) only while polled.
+    /// spawned, it advances (and its clocks run) only while polled. Its output queue is
+    /// held open by [`Output`] until the transport either spawns it (turn the output
+    /// into a receiver first: [`Output::into_receiver`]) or sees its future end (then
+    /// [`Output::recycle`] keeps the queue for the next exchange).
     pub fn prepare(
         &self,
         reactor: ServerReactor,
@@ -218,9 +225,9 @@ impl Server {
         caller: Caller,
         input: FrameInput,
         span: tracing::Span,
-    ) -> (ExchangeFuture, mpsc::Receiver<OutputChunk>) {
+    ) -> (ExchangeFuture, Output) {
         let full_duplex = !reactor.config().defer_output();
-        let (tx, rx) = mpsc::channel(self.config().body_queue());
+        let (tx, output) = self.shared.outputs.take();
         let exchange = Exchange::new(
             reactor,
             Arc::clone(&self.shared.registry),
@@ -230,7 +237,7 @@ impl Server {
             ExchangeStats::new(caller.transport(), full_duplex),
             Arc::new(caller),
         );
-        (Box::pin(exchange.run(input, tx).instrument(span)), rx)
+        (Box::pin(exchange.run(input, tx).instrument(span)), output)
     }
 }
 
@@ -262,7 +269,7 @@ mod tests {
         Box::pin(futures_util::stream::iter(frames.into_iter().map(Ok)))
     }
 
-    fn prepare(server: &Server) -> (ExchangeFuture, mpsc::Receiver<OutputChunk>) {
+    fn prepare(server: &Server) -> (ExchangeFuture, Output) {
         let scope = Scope::Request {
             permission: Permission::ReadOnly,
             command: None,
@@ -286,11 +293,47 @@ mod tests {
         let (run, mut output) = prepare(&server);
         let stats = run.await;
         assert!(!stats.outcome.is_abort());
-        assert!(output.recv().await.is_some());
+        assert!(output.try_recv().is_some());
+        output.recycle();
         assert_eq!(spares.len(), 1, "the queue was given back");
         let (run, _output) = prepare(&server);
         assert_eq!(spares.len(), 0, "the next exchange took it");
         run.await;
         assert_eq!(spares.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_output_queue_comes_back_only_once_its_exchange_ended_and_empty() {
+        let mut registry = Registry::new();
+        registry.register("echo", Permission::ReadOnly, echo);
+        let server = Server::new(registry, EngineConfig::default()).unwrap();
+        let outputs = &server.shared.outputs;
+        // Given back while its exchange could still send: not kept.
+        let (run, output) = prepare(&server);
+        output.recycle();
+        assert_eq!(outputs.len(), 0);
+        drop(run);
+        // Ended, its answer left unread: kept, emptied.
+        let (run, output) = prepare(&server);
+        run.await;
+        output.recycle();
+        assert_eq!(outputs.len(), 1);
+        let (run, mut output) = prepare(&server);
+        assert_eq!(outputs.len(), 0, "the next exchange took it");
+        assert!(
+            output.try_recv().is_none(),
+            "nothing of the exchange before"
+        );
+        run.await;
+        let answer = output.try_recv().unwrap().unwrap();
+        assert!(answer.windows(3).any(|w| w == b"abc"), "{answer:?}");
+        assert!(output.try_recv().is_none(), "one chunk: its own answer");
+        // A spawned exchange's output is a plain queue, which ends with it.
+        let (run, output) = prepare(&server);
+        let mut rx = output.into_receiver();
+        tokio::spawn(run);
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+        assert_eq!(outputs.len(), 0);
     }
 }

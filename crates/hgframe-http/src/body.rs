@@ -12,7 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hgframe_engine::{Error, ErrorKind, ExchangeFuture, ExchangeStats, OutputChunk, Running};
+use hgframe_engine::{
+    Error, ErrorKind, ExchangeFuture, ExchangeStats, Output, OutputChunk, Running,
+};
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -97,12 +99,10 @@ impl FrameBody {
     /// service future (hyper polls it; nothing is written yet), until its output has
     /// started: its first chunk and what follows it (the next chunk, or its end). An
     /// exchange over by then (most small ones) never needed a task, and its response
-    /// leaves whole, with an exact length; a longer one goes on on a task of its own,
-    /// so that its clocks run whatever hyper polls once the response is being written.
-    pub(crate) async fn half_duplex(
-        mut run: ExchangeFuture,
-        mut output: mpsc::Receiver<OutputChunk>,
-    ) -> Self {
+    /// leaves whole, with an exact length (and its output queue serves the next
+    /// exchange); a longer one goes on on a task of its own, so that its clocks run
+    /// whatever hyper polls once the response is being written.
+    pub(crate) async fn half_duplex(mut run: ExchangeFuture, mut output: Output) -> Self {
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut ended = None;
         while ended.is_none() && chunks.len() < 2 {
@@ -111,7 +111,8 @@ impl FrameBody {
                 chunk = output.recv() => match chunk {
                     Some(Ok(chunk)) => chunks.push(chunk),
                     Some(Err(e)) => return Self { kind: Kind::Failed(Some(e)) },
-                    // The exchange dropped its output: it is ending.
+                    // Not while the queue is held open; the exchange's end is its
+                    // future's.
                     None => ended = Some((&mut run).await),
                 },
                 stats = &mut run => ended = Some(stats),
@@ -125,7 +126,7 @@ impl FrameBody {
         let kind = match ended {
             Some(stats) => {
                 // Whatever it sent before it ended is queued.
-                while let Ok(chunk) = output.try_recv() {
+                while let Some(chunk) = output.try_recv() {
                     match chunk {
                         Ok(chunk) => chunks.push(chunk),
                         Err(e) => {
@@ -135,13 +136,15 @@ impl FrameBody {
                         }
                     }
                 }
+                output.recycle();
                 match abort_for(Ok(stats)) {
                     Some(e) => Kind::Failed(Some(e)),
                     None => whole(chunks),
                 }
             }
             None => Kind::Running(Exchange {
-                output,
+                // Before the spawn: its end must end the queue.
+                output: output.into_receiver(),
                 done: Some(tokio::spawn(run)),
                 held: chunks.into(),
             }),
