@@ -67,7 +67,7 @@ use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
 use self::spares::{Maps, Spare};
 use self::timers::{Expired, Timers, Wait};
 use crate::caller::Caller;
-use crate::command::{Permission, ProgressGate, Registry, Report, Responder};
+use crate::command::{Handler, Permission, ProgressGate, Registry, Report, Responder};
 use crate::config::EngineConfig;
 use crate::offload::{next_done, Encoded, Lane, Step, Workers};
 use crate::output::OutputChunk;
@@ -611,29 +611,30 @@ impl Exchange {
         }
     }
 
-    /// Why the command may not run here, if it may not (Mercurial's messages).
-    fn refusal(&self, name: &[u8]) -> Option<String> {
-        let shown = String::from_utf8_lossy(name);
+    /// The handler of the command, if it may run here, or why not (Mercurial's
+    /// messages). One lookup in the registry serves both.
+    fn handler_for(&self, name: &[u8]) -> Result<Arc<dyn Handler>, String> {
         if let Scope::Request {
             command: Some(url_command),
             ..
         } = &self.scope
         {
             if self.counters.stats.commands > 1 {
-                return Some("multiple commands cannot be issued to this URL".to_owned());
+                return Err("multiple commands cannot be issued to this URL".to_owned());
             }
             if url_command.as_ref() != name {
-                return Some("command in frame must match command in URL".to_owned());
+                return Err("command in frame must match command in URL".to_owned());
             }
         }
+        let shown = || String::from_utf8_lossy(name);
         let Some(command) = self.registry.get(name) else {
-            return Some(format!("wire protocol command not available: {shown}"));
+            return Err(format!("wire protocol command not available: {}", shown()));
         };
         match &self.scope {
-            Scope::Request { permission, .. } if !permission.allows(command.permission()) => Some(
-                format!("insufficient permissions to execute command: {shown}"),
+            Scope::Request { permission, .. } if !permission.allows(command.permission()) => Err(
+                format!("insufficient permissions to execute command: {}", shown()),
             ),
-            _ => None,
+            _ => Ok(command.handler()),
         }
     }
 
@@ -650,13 +651,13 @@ impl Exchange {
             self.hello(cmd);
             return;
         }
-        if let Some(message) = self.refusal(&cmd.name) {
-            tracing::debug!(request = request.0, %message, "command refused");
-            self.fail(request, &message);
-            return;
-        }
-        let Some(command) = self.registry.get(&cmd.name) else {
-            return;
+        let handler = match self.handler_for(&cmd.name) {
+            Ok(handler) => handler,
+            Err(message) => {
+                tracing::debug!(request = request.0, %message, "command refused");
+                self.fail(request, &message);
+                return;
+            }
         };
         let cost = Handlers::cost(&cmd.name, &cmd.args);
         // A full-duplex exchange stops reading at the limit, so it may go over by the
@@ -666,7 +667,6 @@ impl Exchange {
             self.fail(request, &message);
             return;
         }
-        let handler = command.handler();
         let name = String::from_utf8_lossy(&cmd.name).into_owned();
         let mut out = Responder::new(
             request,
