@@ -27,7 +27,7 @@ const MAX_SPARES: usize = 64;
 
 /// Entries a map kept for the next exchange may have room for: small exchanges need a
 /// few; a map grown larger is let go with its exchange.
-const MAX_KEPT_ENTRIES: usize = 64;
+const MAX_KEPT_ENTRIES: usize = 8;
 
 /// An exchange's report queue (its own sender, and the receiving end) and its maps.
 pub(crate) struct Spare {
