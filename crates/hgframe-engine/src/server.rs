@@ -82,6 +82,9 @@ pub(crate) struct Resources {
     pub(crate) spares: Arc<Spares>,
 }
 
+/// The read buffer of a frame reader ([`FramedRead::new`]'s).
+const READ_BUFFER: usize = 8 * 1024;
+
 /// An exchange not started yet ([`Server::prepare`]): poll it, or spawn it.
 pub type ExchangeFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = ExchangeStats> + Send + 'static>>;
@@ -188,8 +191,25 @@ impl Server {
     where
         R: tokio::io::AsyncRead + Send + 'static,
     {
+        self.frames_of_length(reader, None)
+    }
+
+    /// [`Self::frames`] of an input whose length may be known (an HTTP body's
+    /// `Content-Length`): a short one gets a read buffer of its size, not of 8 KiB (an
+    /// allocation too large for the allocator's fast path, for every small request).
+    pub fn frames_of_length<R>(&self, reader: R, length: Option<u64>) -> FrameInput
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
         let codec = FrameCodec::with_max_payload_len(self.config().reactor().max_frame_payload());
-        Box::pin(FramedRead::new(reader, codec))
+        match length {
+            Some(length) if length < READ_BUFFER as u64 => {
+                // At least one byte: an empty buffer cannot tell the end of the input.
+                let capacity = usize::try_from(length).map_or(READ_BUFFER, |n| n.max(1));
+                Box::pin(FramedRead::with_capacity(reader, codec, capacity))
+            }
+            _ => Box::pin(FramedRead::new(reader, codec)),
+        }
     }
 
     /// Starts an exchange on a task of its own: it reads `input` and answers with
@@ -335,5 +355,33 @@ mod tests {
         assert!(rx.recv().await.is_some());
         assert!(rx.recv().await.is_none());
         assert_eq!(outputs.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn frames_of_a_known_length_are_read_whatever_the_length_said() {
+        use futures_util::StreamExt;
+        let server = Server::new(Registry::new(), EngineConfig::default()).unwrap();
+        let target = FrameTarget::new(RequestId(1), StreamId(1));
+        let data = vec![7u8; 3000];
+        let frames = command_frames(target, b"echo", [], Some(&data[..])).unwrap();
+        let mut bytes = bytes::BytesMut::new();
+        for frame in &frames {
+            frame.encode(&mut bytes);
+        }
+        let bytes = bytes.freeze();
+        let exact = bytes.len() as u64;
+        // Exact, too short (the buffer grows), none, and an empty input announced empty.
+        for length in [Some(exact), Some(10), None] {
+            let reader = std::io::Cursor::new(bytes.clone());
+            let read: Vec<_> = server.frames_of_length(reader, length).collect().await;
+            let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
+            assert_eq!(read, frames, "length {length:?}");
+        }
+        let empty = std::io::Cursor::new(Vec::<u8>::new());
+        assert!(server
+            .frames_of_length(empty, Some(0))
+            .next()
+            .await
+            .is_none());
     }
 }

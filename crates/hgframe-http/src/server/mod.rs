@@ -214,7 +214,8 @@ impl HgFrameService {
             permission,
             command: only,
         };
-        let input = server.frames(body_reader(body));
+        let length = http_body::Body::size_hint(&body).exact();
+        let input = server.frames_of_length(body_reader(body), length);
         let caller = Caller::new(transport)
             .with_headers(parts.headers)
             .with_extensions(parts.extensions);
