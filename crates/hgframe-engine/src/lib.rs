@@ -96,7 +96,7 @@ pub use error::{Error, ErrorKind};
 pub use exchange::Scope;
 pub use hgframe_reactor::ResponseEncoding;
 pub use hgframe_wire::payload::text_output::TextAtom;
-pub use output::{FrameInput, OutputChunk};
+pub use output::{FrameInput, Output, OutputChunk};
 pub use server::{Duplex, ExchangeFuture, Running, Server};
 pub use stats::{ExchangeStats, Outcome, StreamCounters, Transport};
 

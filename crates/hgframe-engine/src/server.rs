@@ -16,8 +16,9 @@ use crate::admission::{BlockingPool, MemoryBudget};
 use crate::caller::Caller;
 use crate::command::Registry;
 use crate::config::{ConfigError, EngineConfig};
+use crate::exchange::spares::Spares;
 use crate::exchange::{Exchange, Scope};
-use crate::output::{FrameInput, OutputChunk};
+use crate::output::{FrameInput, Output, OutputChunk, OutputSpares};
 use crate::stats::ExchangeStats;
 
 /// Whether an exchange may answer before its input has ended.
@@ -61,6 +62,8 @@ struct Shared {
     /// Reactor settings for full-duplex exchanges and byte streams.
     full: Arc<hgframe_reactor::ServerConfig>,
     resources: Resources,
+    /// Output queues of exchanges that ended inside their transport's future.
+    outputs: Arc<OutputSpares>,
 }
 
 /// What every exchange of a server draws from.
@@ -75,7 +78,12 @@ pub(crate) struct Resources {
     /// One thread per worker stream slot, for compressing pieces (see
     /// [`crate::offload`]): a stream's pieces always run on the same thread.
     pub(crate) compressors: Arc<[BlockingPool]>,
+    /// Report queues of exchanges that have ended, for the next ones.
+    pub(crate) spares: Arc<Spares>,
 }
+
+/// The read buffer of a frame reader ([`FramedRead::new`]'s).
+const READ_BUFFER: usize = 8 * 1024;
 
 /// An exchange not started yet ([`Server::prepare`]): poll it, or spawn it.
 pub type ExchangeFuture =
@@ -117,7 +125,9 @@ impl Server {
                 .filter(|_| config.parallel_streams() >= 2)
                 .map(|_| BlockingPool::new(1))
                 .collect(),
+            spares: Arc::new(Spares::new(config.report_queue())),
         };
+        let outputs = Arc::new(OutputSpares::new(config.body_queue()));
         Ok(Self {
             shared: Arc::new(Shared {
                 config: Arc::new(config),
@@ -125,6 +135,7 @@ impl Server {
                 half: Arc::new(half),
                 full: Arc::new(full),
                 resources,
+                outputs,
             }),
         })
     }
@@ -180,8 +191,25 @@ impl Server {
     where
         R: tokio::io::AsyncRead + Send + 'static,
     {
+        self.frames_of_length(reader, None)
+    }
+
+    /// [`Self::frames`] of an input whose length may be known (an HTTP body's
+    /// `Content-Length`): a short one gets a read buffer of its size, not of 8 KiB (an
+    /// allocation too large for the allocator's fast path, for every small request).
+    pub fn frames_of_length<R>(&self, reader: R, length: Option<u64>) -> FrameInput
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
         let codec = FrameCodec::with_max_payload_len(self.config().reactor().max_frame_payload());
-        Box::pin(FramedRead::new(reader, codec))
+        match length {
+            Some(length) if length < READ_BUFFER as u64 => {
+                // At least one byte: an empty buffer cannot tell the end of the input.
+                let capacity = usize::try_from(length).map_or(READ_BUFFER, |n| n.max(1));
+                Box::pin(FramedRead::with_capacity(reader, codec, capacity))
+            }
+            _ => Box::pin(FramedRead::new(reader, codec)),
+        }
     }
 
     /// Starts an exchange on a task of its own: it reads `input` and answers with
@@ -197,7 +225,7 @@ impl Server {
     ) -> Running {
         let (run, output) = self.prepare(reactor, scope, caller, input, span);
         Running {
-            output,
+            output: output.into_receiver(),
             done: tokio::spawn(run),
         }
     }
@@ -206,7 +234,10 @@ impl Server {
     /// For a transport that drives it itself for a while before it spawns it (a
     /// half-duplex HTTP exchange runs inside the request's service future until its
     /// response starts, which saves small exchanges a hand-off between threads). Until
-    /// spawned, it advances (and its clocks run) only while polled.
+    /// spawned, it advances (and its clocks run) only while polled. Its output queue is
+    /// held open by [`Output`] until the transport either spawns it (turn the output
+    /// into a receiver first: [`Output::into_receiver`]) or sees its future end (then
+    /// [`Output::recycle`] keeps the queue for the next exchange).
     pub fn prepare(
         &self,
         reactor: ServerReactor,
@@ -214,9 +245,9 @@ impl Server {
         caller: Caller,
         input: FrameInput,
         span: tracing::Span,
-    ) -> (ExchangeFuture, mpsc::Receiver<OutputChunk>) {
+    ) -> (ExchangeFuture, Output) {
         let full_duplex = !reactor.config().defer_output();
-        let (tx, rx) = mpsc::channel(self.config().body_queue());
+        let (tx, output) = self.shared.outputs.take();
         let exchange = Exchange::new(
             reactor,
             Arc::clone(&self.shared.registry),
@@ -226,6 +257,131 @@ impl Server {
             ExchangeStats::new(caller.transport(), full_duplex),
             Arc::new(caller),
         );
-        (Box::pin(exchange.run(input, tx).instrument(span)), rx)
+        (Box::pin(exchange.run(input, tx).instrument(span)), output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::Scope;
+    use crate::output::FrameInput;
+    use crate::stats::Transport;
+    use crate::{CommandError, CommandInput, Permission, Responder};
+    use hgframe_wire::build::{command_frames, FrameTarget};
+    use hgframe_wire::{RequestId, StreamFlags, StreamId};
+
+    async fn echo(mut input: CommandInput, mut out: Responder) -> Result<(), CommandError> {
+        if let Some(mut data) = input.take_data() {
+            while let Some(piece) = data.chunk().await? {
+                out.write(piece).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn echo_input() -> FrameInput {
+        let target = FrameTarget::new(RequestId(1), StreamId(1));
+        let mut frames = command_frames(target, b"echo", [], Some(&b"abc"[..])).unwrap();
+        frames[0] = frames[0]
+            .clone()
+            .with_stream_flags(StreamFlags::STREAM_BEGIN);
+        Box::pin(futures_util::stream::iter(frames.into_iter().map(Ok)))
+    }
+
+    fn prepare(server: &Server) -> (ExchangeFuture, Output) {
+        let scope = Scope::Request {
+            permission: Permission::ReadOnly,
+            command: None,
+        };
+        server.prepare(
+            server.new_reactor(false, &[]),
+            scope,
+            Caller::new(Transport::Http1),
+            echo_input(),
+            tracing::Span::none(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_next_exchange_reuses_the_report_queue_of_one_that_ended() {
+        let mut registry = Registry::new();
+        registry.register("echo", Permission::ReadOnly, echo);
+        let server = Server::new(registry, EngineConfig::default()).unwrap();
+        let spares = &server.shared.resources.spares;
+        assert_eq!(spares.len(), 0);
+        let (run, mut output) = prepare(&server);
+        let stats = run.await;
+        assert!(!stats.outcome.is_abort());
+        assert!(output.try_recv().is_some());
+        output.recycle();
+        assert_eq!(spares.len(), 1, "the queue was given back");
+        let (run, _output) = prepare(&server);
+        assert_eq!(spares.len(), 0, "the next exchange took it");
+        run.await;
+        assert_eq!(spares.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_output_queue_comes_back_only_once_its_exchange_ended_and_empty() {
+        let mut registry = Registry::new();
+        registry.register("echo", Permission::ReadOnly, echo);
+        let server = Server::new(registry, EngineConfig::default()).unwrap();
+        let outputs = &server.shared.outputs;
+        // Given back while its exchange could still send: not kept.
+        let (run, output) = prepare(&server);
+        output.recycle();
+        assert_eq!(outputs.len(), 0);
+        drop(run);
+        // Ended, its answer left unread: kept, emptied.
+        let (run, output) = prepare(&server);
+        run.await;
+        output.recycle();
+        assert_eq!(outputs.len(), 1);
+        let (run, mut output) = prepare(&server);
+        assert_eq!(outputs.len(), 0, "the next exchange took it");
+        assert!(
+            output.try_recv().is_none(),
+            "nothing of the exchange before"
+        );
+        run.await;
+        let answer = output.try_recv().unwrap().unwrap();
+        assert!(answer.windows(3).any(|w| w == b"abc"), "{answer:?}");
+        assert!(output.try_recv().is_none(), "one chunk: its own answer");
+        // A spawned exchange's output is a plain queue, which ends with it.
+        let (run, output) = prepare(&server);
+        let mut rx = output.into_receiver();
+        tokio::spawn(run);
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_none());
+        assert_eq!(outputs.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn frames_of_a_known_length_are_read_whatever_the_length_said() {
+        use futures_util::StreamExt;
+        let server = Server::new(Registry::new(), EngineConfig::default()).unwrap();
+        let target = FrameTarget::new(RequestId(1), StreamId(1));
+        let data = vec![7u8; 3000];
+        let frames = command_frames(target, b"echo", [], Some(&data[..])).unwrap();
+        let mut bytes = bytes::BytesMut::new();
+        for frame in &frames {
+            frame.encode(&mut bytes);
+        }
+        let bytes = bytes.freeze();
+        let exact = bytes.len() as u64;
+        // Exact, too short (the buffer grows), none, and an empty input announced empty.
+        for length in [Some(exact), Some(10), None] {
+            let reader = std::io::Cursor::new(bytes.clone());
+            let read: Vec<_> = server.frames_of_length(reader, length).collect().await;
+            let read: Vec<_> = read.into_iter().map(Result::unwrap).collect();
+            assert_eq!(read, frames, "length {length:?}");
+        }
+        let empty = std::io::Cursor::new(Vec::<u8>::new());
+        assert!(server
+            .frames_of_length(empty, Some(0))
+            .next()
+            .await
+            .is_none());
     }
 }

@@ -12,7 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hgframe_engine::{Error, ErrorKind, ExchangeFuture, ExchangeStats, OutputChunk, Running};
+use hgframe_engine::{
+    Error, ErrorKind, ExchangeFuture, ExchangeStats, Output, OutputChunk, Running,
+};
 use http_body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -97,13 +99,11 @@ impl FrameBody {
     /// service future (hyper polls it; nothing is written yet), until its output has
     /// started: its first chunk and what follows it (the next chunk, or its end). An
     /// exchange over by then (most small ones) never needed a task, and its response
-    /// leaves whole, with an exact length; a longer one goes on on a task of its own,
-    /// so that its clocks run whatever hyper polls once the response is being written.
-    pub(crate) async fn half_duplex(
-        mut run: ExchangeFuture,
-        mut output: mpsc::Receiver<OutputChunk>,
-    ) -> Self {
-        let mut chunks: Vec<Bytes> = Vec::new();
+    /// leaves whole, with an exact length (and its output queue serves the next
+    /// exchange); a longer one goes on on a task of its own, so that its clocks run
+    /// whatever hyper polls once the response is being written.
+    pub(crate) async fn half_duplex(mut run: ExchangeFuture, mut output: Output) -> Self {
+        let mut chunks = Taken::default();
         let mut ended = None;
         while ended.is_none() && chunks.len() < 2 {
             tokio::select! {
@@ -111,21 +111,17 @@ impl FrameBody {
                 chunk = output.recv() => match chunk {
                     Some(Ok(chunk)) => chunks.push(chunk),
                     Some(Err(e)) => return Self { kind: Kind::Failed(Some(e)) },
-                    // The exchange dropped its output: it is ending.
+                    // Not while the queue is held open; the exchange's end is its
+                    // future's.
                     None => ended = Some((&mut run).await),
                 },
                 stats = &mut run => ended = Some(stats),
             }
         }
-        let whole = |chunks: Vec<Bytes>| match chunks.len() {
-            0 => Kind::Full(None),
-            1 => Kind::Full(chunks.into_iter().next()),
-            _ => Kind::Full(Some(chunks.concat().into())),
-        };
         let kind = match ended {
             Some(stats) => {
                 // Whatever it sent before it ended is queued.
-                while let Ok(chunk) = output.try_recv() {
+                while let Some(chunk) = output.try_recv() {
                     match chunk {
                         Ok(chunk) => chunks.push(chunk),
                         Err(e) => {
@@ -135,18 +131,61 @@ impl FrameBody {
                         }
                     }
                 }
+                output.recycle();
                 match abort_for(Ok(stats)) {
                     Some(e) => Kind::Failed(Some(e)),
-                    None => whole(chunks),
+                    None => Kind::Full(chunks.into_whole()),
                 }
             }
             None => Kind::Running(Exchange {
-                output,
+                // Before the spawn: its end must end the queue.
+                output: output.into_receiver(),
                 done: Some(tokio::spawn(run)),
-                held: chunks.into(),
+                held: chunks.into_held(),
             }),
         };
         Self { kind }
+    }
+}
+
+/// The chunks a half-duplex exchange gave before its response started: most small
+/// exchanges give one, which needs no list (an allocation per request).
+#[derive(Default)]
+struct Taken {
+    first: Option<Bytes>,
+    more: Vec<Bytes>,
+}
+
+impl Taken {
+    fn push(&mut self, chunk: Bytes) {
+        match self.first {
+            None => self.first = Some(chunk),
+            Some(_) => self.more.push(chunk),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// All of them in one piece (`None`: there were none).
+    fn into_whole(self) -> Option<Bytes> {
+        let first = self.first?;
+        if self.more.is_empty() {
+            return Some(first);
+        }
+        let mut all =
+            Vec::with_capacity(self.more.iter().map(Bytes::len).sum::<usize>() + first.len());
+        all.extend_from_slice(&first);
+        for chunk in &self.more {
+            all.extend_from_slice(chunk);
+        }
+        Some(all.into())
+    }
+
+    /// In order, for the body to give first.
+    fn into_held(self) -> std::collections::VecDeque<Bytes> {
+        self.first.into_iter().chain(self.more).collect()
     }
 }
 
@@ -214,6 +253,28 @@ mod tests {
         tx.send(Err(Error::closed("gave up"))).await.unwrap();
         drop(tx);
         assert!(body.collect().await.is_err());
+    }
+
+    #[test]
+    fn chunks_taken_come_whole_or_held_in_order() {
+        let mut taken = Taken::default();
+        assert_eq!(taken.len(), 0);
+        assert!(Taken::default().into_whole().is_none());
+        taken.push(Bytes::from("ab"));
+        assert_eq!(taken.len(), 1);
+        let mut three = Taken::default();
+        for piece in ["ab", "cd", "e"] {
+            three.push(Bytes::from(piece));
+        }
+        assert_eq!(three.len(), 3);
+        assert_eq!(taken.into_whole().unwrap(), "ab");
+        let held: Vec<Bytes> = three.into_held().into();
+        assert_eq!(held, ["ab", "cd", "e"]);
+        let mut again = Taken::default();
+        for piece in ["ab", "cd", "e"] {
+            again.push(Bytes::from(piece));
+        }
+        assert_eq!(again.into_whole().unwrap(), "abcde");
     }
 
     #[test]

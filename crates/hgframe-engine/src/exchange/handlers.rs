@@ -70,8 +70,56 @@ pub(crate) enum Delivery {
     Withdrawn,
 }
 
+/// The maps of [`Handlers`] and its set of running handlers, kept empty from an
+/// exchange that ended for the next one ([`super::spares`]): the set costs two
+/// allocations to make, each map one at its first insert.
+#[derive(Default)]
+pub(crate) struct HandlerMaps {
+    running: Option<Running>,
+    waiting: FxHashMap<RequestId, Waiting>,
+    order: VecDeque<RequestId>,
+    data: FxHashMap<RequestId, Sink>,
+}
+
+impl HandlerMaps {
+    /// Emptied; a map grown past `max` entries is dropped for a new one (memory held
+    /// between exchanges stays small).
+    pub(crate) fn emptied(mut self, max: usize) -> Self {
+        if self.running.as_ref().is_some_and(|r| !r.is_empty()) {
+            self.running = None;
+        }
+        self.waiting.clear();
+        self.order.clear();
+        self.data.clear();
+        if self.waiting.capacity() > max {
+            self.waiting = FxHashMap::default();
+        }
+        if self.order.capacity() > max {
+            self.order = VecDeque::new();
+        }
+        if self.data.capacity() > max {
+            self.data = FxHashMap::default();
+        }
+        self
+    }
+
+    /// Whether every map is empty.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.running.as_ref().map_or(true, Running::is_empty)
+            && self.waiting.is_empty()
+            && self.order.is_empty()
+            && self.data.is_empty()
+    }
+}
+
+/// The handlers running.
+type Running = FuturesUnordered<BoxFuture<'static, ()>>;
+
 pub(crate) struct Handlers {
-    running: FuturesUnordered<BoxFuture<'static, ()>>,
+    /// Made at the first start (it costs two allocations), unless kept from an
+    /// exchange before.
+    running: Option<Running>,
     /// Commands waiting, by request, and their order.
     waiting: FxHashMap<RequestId, Waiting>,
     order: VecDeque<RequestId>,
@@ -113,16 +161,23 @@ impl Handlers {
         data_queue: usize,
         pool: BlockingPool,
         caller: Arc<Caller>,
+        maps: HandlerMaps,
     ) -> Self {
+        let HandlerMaps {
+            running,
+            waiting,
+            order,
+            data,
+        } = maps;
         Self {
-            running: FuturesUnordered::new(),
-            waiting: FxHashMap::default(),
-            order: VecDeque::new(),
+            running,
+            waiting,
+            order,
             waiting_bytes: 0,
             max_running,
             max_waiting_bytes,
             slots,
-            data: FxHashMap::default(),
+            data,
             data_queue,
             forward: None,
             pool,
@@ -225,7 +280,7 @@ impl Handlers {
 
     /// Whether a waiting command could start but for a server slot.
     pub(crate) fn wants_slot(&self) -> bool {
-        !self.paused && !self.waiting.is_empty() && self.running.len() < self.max_running
+        !self.paused && !self.waiting.is_empty() && self.running_len() < self.max_running
     }
 
     /// Pauses (or resumes) the start of new handlers.
@@ -304,7 +359,8 @@ impl Handlers {
             self.aborts.insert(request, (gen, abort));
             registration
         });
-        self.running.push(Box::pin(async move {
+        let running = self.running.get_or_insert_with(FuturesUnordered::new);
+        running.push(Box::pin(async move {
             // A panic in a handler fails its command, not the exchange.
             let call = std::panic::AssertUnwindSafe(handler.call(input, out)).catch_unwind();
             let result = match registration {
@@ -380,7 +436,11 @@ impl Handlers {
 
     /// Whether handlers are running.
     pub(crate) fn is_running(&self) -> bool {
-        !self.running.is_empty()
+        self.running_len() > 0
+    }
+
+    fn running_len(&self) -> usize {
+        self.running.as_ref().map_or(0, Running::len)
     }
 
     /// Bytes of commands waiting to run.
@@ -390,7 +450,11 @@ impl Handlers {
 
     /// Polls the running handlers; completes when one ends.
     pub(crate) async fn next_done(&mut self) {
-        if self.running.next().await.is_some() {
+        let ended = match self.running.as_mut() {
+            Some(running) => running.next().await,
+            None => None,
+        };
+        if ended.is_some() {
             self.start_ready();
         } else {
             std::future::pending::<()>().await;
@@ -502,12 +566,21 @@ impl Handlers {
         }
     }
 
+    /// The maps, for the next exchange (after [`Self::clear`]: empty).
+    pub(crate) fn take_maps(&mut self) -> HandlerMaps {
+        HandlerMaps {
+            running: self.running.take(),
+            waiting: std::mem::take(&mut self.waiting),
+            order: std::mem::take(&mut self.order),
+            data: std::mem::take(&mut self.data),
+        }
+    }
+
     /// Drops every handler, running or waiting, and every data queue: the exchange is
     /// over (handlers are cancelled at their next `.await`).
     pub(crate) fn clear(&mut self) {
-        // A new set costs two allocations; most exchanges end with none running.
-        if !self.running.is_empty() {
-            self.running = FuturesUnordered::new();
+        if self.is_running() {
+            self.running = None;
         }
         self.waiting.clear();
         self.order.clear();
@@ -553,6 +626,7 @@ mod tests {
             2,
             BlockingPool::new(1),
             Arc::new(Caller::new(Transport::Http1)),
+            HandlerMaps::default(),
         );
         let (tx, rx) = mpsc::channel(16);
         (handlers, tx, rx)

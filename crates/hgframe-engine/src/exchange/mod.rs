@@ -45,6 +45,7 @@
 mod counters;
 mod handlers;
 mod pacing;
+pub(crate) mod spares;
 mod timers;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -63,9 +64,10 @@ use tokio::sync::mpsc;
 use self::counters::Counters;
 use self::handlers::{Delivery, Handlers};
 use self::pacing::{Pacing, REQUEST_BOOKKEEPING};
+use self::spares::{Maps, Spare};
 use self::timers::{Expired, Timers, Wait};
 use crate::caller::Caller;
-use crate::command::{Permission, ProgressGate, Registry, Report, Responder};
+use crate::command::{Handler, Permission, ProgressGate, Registry, Report, Responder};
 use crate::config::EngineConfig;
 use crate::offload::{next_done, Encoded, Lane, Step, Workers};
 use crate::output::OutputChunk;
@@ -108,7 +110,9 @@ pub(crate) struct Exchange {
     timers: Timers,
     counters: Counters,
     report_tx: mpsc::Sender<Report>,
-    report_rx: mpsc::Receiver<Report>,
+    /// Taken only when the exchange ends, to give the queue back
+    /// ([`spares::Spares`]).
+    report_rx: Option<mpsc::Receiver<Report>>,
     /// Requests dispatched whose response has not ended yet.
     open: FxHashSet<RequestId>,
     /// The latest command of each request id (its number in the exchange): reports of
@@ -137,7 +141,11 @@ impl Exchange {
         stats: ExchangeStats,
         caller: Arc<Caller>,
     ) -> Self {
-        let (report_tx, report_rx) = mpsc::channel(config.report_queue());
+        let Spare {
+            tx: report_tx,
+            rx: report_rx,
+            maps,
+        } = resources.spares.take();
         let timers = Timers::new(&config);
         let full_duplex = !reactor.config().defer_output();
         let mut handlers = Handlers::new(
@@ -147,6 +155,7 @@ impl Exchange {
             config.data_queue(),
             resources.blocking.clone(),
             caller,
+            maps.handlers,
         );
         handlers.set_cancellable(reactor.extensions().contains(Extension::Cancel));
         let pacing = Pacing::new(
@@ -173,9 +182,9 @@ impl Exchange {
             timers,
             counters: Counters::new(stats),
             report_tx,
-            report_rx,
-            open: FxHashSet::default(),
-            current: FxHashMap::default(),
+            report_rx: Some(report_rx),
+            open: maps.open,
+            current: maps.current,
             workers,
             lanes: FxHashMap::default(),
             lane_reports: 0,
@@ -250,8 +259,9 @@ impl Exchange {
                 (request, done) = next_done(&mut self.lanes), if can_finish_piece => {
                     self.on_piece_done(request, done);
                 }
-                report = self.report_rx.recv(), if can_report || stuck => {
-                    // `recv` cannot return None: `self.report_tx` is alive.
+                report = next_report(&mut self.report_rx), if can_report || stuck => {
+                    // Not None: `self.report_tx` is alive, and the queue is taken only
+                    // after the loop.
                     match report {
                         Some(report) if !can_report => self.unblock(report),
                         Some(report) => {
@@ -296,7 +306,10 @@ impl Exchange {
             // Nothing else to do: the next turn would read, so input already there (the
             // end of a small request, say) is read in this one.
             if !self.handlers.is_running()
-                && self.report_rx.is_empty()
+                && self
+                    .report_rx
+                    .as_ref()
+                    .map_or(true, mpsc::Receiver::is_empty)
                 && !self.workers.is_busy()
                 && !self.reactor.has_pending_output()
             {
@@ -315,6 +328,17 @@ impl Exchange {
             }
         }
         self.handlers.clear();
+        // The handlers are gone, and with them their senders (unless one kept its
+        // `Responder`, which keeps the queue out of the pool). The counters below do
+        // not look at the maps.
+        if let Some(rx) = self.report_rx.take() {
+            let maps = Maps {
+                open: std::mem::take(&mut self.open),
+                current: std::mem::take(&mut self.current),
+                handlers: self.handlers.take_maps(),
+            };
+            self.resources.spares.give_back(&self.report_tx, rx, maps);
+        }
         self.report();
         // The streams' counters move out (the exchange only reports once): cloning
         // them would cost an allocation per stream and per profile name.
@@ -363,9 +387,9 @@ impl Exchange {
             if !self.can_report(queued, holding) {
                 return;
             }
-            match self.report_rx.try_recv() {
-                Ok(report) => self.on_report(report),
-                Err(_) => return,
+            match self.report_rx.as_mut().map(mpsc::Receiver::try_recv) {
+                Some(Ok(report)) => self.on_report(report),
+                _ => return,
             }
         }
     }
@@ -590,29 +614,30 @@ impl Exchange {
         }
     }
 
-    /// Why the command may not run here, if it may not (Mercurial's messages).
-    fn refusal(&self, name: &[u8]) -> Option<String> {
-        let shown = String::from_utf8_lossy(name);
+    /// The handler of the command, if it may run here, or why not (Mercurial's
+    /// messages). One lookup in the registry serves both.
+    fn handler_for(&self, name: &[u8]) -> Result<Arc<dyn Handler>, String> {
         if let Scope::Request {
             command: Some(url_command),
             ..
         } = &self.scope
         {
             if self.counters.stats.commands > 1 {
-                return Some("multiple commands cannot be issued to this URL".to_owned());
+                return Err("multiple commands cannot be issued to this URL".to_owned());
             }
             if url_command.as_ref() != name {
-                return Some("command in frame must match command in URL".to_owned());
+                return Err("command in frame must match command in URL".to_owned());
             }
         }
+        let shown = || String::from_utf8_lossy(name);
         let Some(command) = self.registry.get(name) else {
-            return Some(format!("wire protocol command not available: {shown}"));
+            return Err(format!("wire protocol command not available: {}", shown()));
         };
         match &self.scope {
-            Scope::Request { permission, .. } if !permission.allows(command.permission()) => Some(
-                format!("insufficient permissions to execute command: {shown}"),
+            Scope::Request { permission, .. } if !permission.allows(command.permission()) => Err(
+                format!("insufficient permissions to execute command: {}", shown()),
             ),
-            _ => None,
+            _ => Ok(command.handler()),
         }
     }
 
@@ -629,13 +654,13 @@ impl Exchange {
             self.hello(cmd);
             return;
         }
-        if let Some(message) = self.refusal(&cmd.name) {
-            tracing::debug!(request = request.0, %message, "command refused");
-            self.fail(request, &message);
-            return;
-        }
-        let Some(command) = self.registry.get(&cmd.name) else {
-            return;
+        let handler = match self.handler_for(&cmd.name) {
+            Ok(handler) => handler,
+            Err(message) => {
+                tracing::debug!(request = request.0, %message, "command refused");
+                self.fail(request, &message);
+                return;
+            }
         };
         let cost = Handlers::cost(&cmd.name, &cmd.args);
         // A full-duplex exchange stops reading at the limit, so it may go over by the
@@ -645,7 +670,6 @@ impl Exchange {
             self.fail(request, &message);
             return;
         }
-        let handler = command.handler();
         let name = String::from_utf8_lossy(&cmd.name).into_owned();
         let mut out = Responder::new(
             request,
@@ -987,6 +1011,14 @@ impl Exchange {
         self.input_open = false;
         self.handlers.clear();
         self.aborted = true;
+    }
+}
+
+/// The next report of an exchange's queue (`None` once the queue is given back).
+async fn next_report(rx: &mut Option<mpsc::Receiver<Report>>) -> Option<Report> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
     }
 }
 

@@ -69,6 +69,10 @@ struct Shared {
     /// once, not parsed again for every response.
     media_type: HeaderValue,
     decodes_name: HeaderName,
+    /// The names of the request headers looked at, made once: a name given as a
+    /// string is parsed again at every lookup.
+    encodings_name: HeaderName,
+    extensions_name: HeaderName,
 }
 
 impl HgFrameService {
@@ -97,6 +101,8 @@ impl HgFrameService {
                 decodes,
                 media_type,
                 decodes_name: HeaderName::from_static(DECODES_HEADER),
+                encodings_name: HeaderName::from_static(ENCODINGS_HEADER),
+                extensions_name: HeaderName::from_static(EXTENSIONS_HEADER),
             }),
         })
     }
@@ -168,7 +174,7 @@ impl HgFrameService {
         };
         let accepts: Vec<String> = parts
             .headers
-            .get_all(ENCODINGS_HEADER)
+            .get_all(&self.shared.encodings_name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(parse_accept_list)
@@ -177,7 +183,7 @@ impl HgFrameService {
         // Extensions only for a client that offered them: it alone gets the answer header.
         let offered: Option<Extensions> = parts
             .headers
-            .get_all(EXTENSIONS_HEADER)
+            .get_all(&self.shared.extensions_name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(Extensions::parse)
@@ -208,7 +214,8 @@ impl HgFrameService {
             permission,
             command: only,
         };
-        let input = server.frames(body_reader(body));
+        let length = http_body::Body::size_hint(&body).exact();
+        let input = server.frames_of_length(body_reader(body), length);
         let caller = Caller::new(transport)
             .with_headers(parts.headers)
             .with_extensions(parts.extensions);

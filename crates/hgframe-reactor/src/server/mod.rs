@@ -130,8 +130,7 @@ impl ServerReactor {
     /// [`ServerConfig::peer_accepts`]. Takes effect for the next stream the server opens
     /// (call it before any output). Returns the profile chosen.
     pub fn set_peer_accepts<S: AsRef<str>>(&mut self, accepts: &[S]) -> &str {
-        let accepts: Vec<String> = accepts.iter().map(|s| s.as_ref().to_string()).collect();
-        self.encoding = negotiate(&self.profiles, &self.config, &accepts);
+        self.encoding = negotiate(&self.profiles, &self.config, accepts);
         &self.encoding.profile
     }
 
@@ -717,14 +716,23 @@ impl ServerReactor {
 }
 
 /// Chooses the output encoding: the first of ours the client accepts, else identity.
-fn negotiate(profiles: &Profiles, config: &ServerConfig, accepts: &[String]) -> EncodingSettings {
-    let ours: Vec<&str> = config.encodings().iter().map(String::as_str).collect();
-    let theirs: Vec<&str> = accepts.iter().map(String::as_str).collect();
-    let chosen = if ours.is_empty() {
-        IDENTITY
-    } else {
-        profiles.negotiate(&ours, &theirs)
-    };
+/// What [`Profiles::negotiate`] chooses, without its lists of names: every exchange
+/// negotiates, and two lists cost it two allocations.
+fn negotiate<S: AsRef<str>>(
+    profiles: &Profiles,
+    config: &ServerConfig,
+    accepts: &[S],
+) -> EncodingSettings {
+    let chosen = config
+        .encodings()
+        .iter()
+        .filter(|ours| {
+            accepts
+                .iter()
+                .any(|theirs| theirs.as_ref() == ours.as_str())
+        })
+        .find_map(|ours| profiles.get(ours))
+        .map_or(IDENTITY, |p| p.name());
     let mut settings = EncodingSettings::new(chosen);
     settings.level = config.level();
     settings
