@@ -1,14 +1,14 @@
 //! Server-wide resources that exchanges draw from: a memory budget in bytes, and a pool
 //! for blocking work. Both are shared by every exchange and connection of a server.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
 /// Bytes a server holds for all its exchanges together (commands waiting to run, output
 /// held for clients). Memory is charged before it is kept and given back when it is
-/// released; a charge that does not fit fails at once, and [`MemoryBudget::released`]
+/// released; a charge that does not fit fails at once, and [`MemoryBudget::released_since`]
 /// says when to try again. Cheap to clone (shared).
 ///
 /// ```
@@ -29,6 +29,9 @@ pub struct MemoryBudget {
 struct BudgetInner {
     limit: usize,
     charged: AtomicUsize,
+    /// How many times memory was given back: a waiter that read it before it found the
+    /// budget spent knows whether it missed a release.
+    releases: AtomicU64,
     released: Notify,
 }
 
@@ -39,6 +42,7 @@ impl MemoryBudget {
             inner: Arc::new(BudgetInner {
                 limit,
                 charged: AtomicUsize::new(0),
+                releases: AtomicU64::new(0),
                 released: Notify::new(),
             }),
         }
@@ -76,13 +80,44 @@ impl MemoryBudget {
         }
     }
 
-    /// Completes when some memory is given back (a waiter then tries again).
-    pub async fn released(&self) {
-        self.inner.released.notified().await;
+    /// Where the budget's releases are: read it *before* finding the budget spent, and
+    /// wait with [`Self::released_since`].
+    pub fn epoch(&self) -> u64 {
+        self.inner.releases.load(Ordering::Acquire)
+    }
+
+    /// Completes when memory has been given back since `epoch` (from [`Self::epoch`]),
+    /// at once if it already was: a release between the check that found the budget
+    /// spent and this wait is not missed (a waiter then tries again).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use hgframe_engine::MemoryBudget;
+    /// let budget = MemoryBudget::new(100);
+    /// let charge = budget.try_charge(100).unwrap();
+    /// let epoch = budget.epoch();
+    /// assert!(budget.try_charge(1).is_none());
+    /// drop(charge); // given back before the wait starts
+    /// budget.released_since(epoch).await;
+    /// assert!(budget.try_charge(1).is_some());
+    /// # }
+    /// ```
+    pub async fn released_since(&self, epoch: u64) {
+        let notified = self.inner.released.notified();
+        tokio::pin!(notified);
+        // Registered before the epoch is read again: a release after this point wakes
+        // it, one before it moved the epoch.
+        notified.as_mut().enable();
+        if self.epoch() != epoch {
+            return;
+        }
+        notified.await;
     }
 
     fn release(&self, bytes: usize) {
         self.inner.charged.fetch_sub(bytes, Ordering::AcqRel);
+        self.inner.releases.fetch_add(1, Ordering::AcqRel);
         self.inner.released.notify_waiters();
     }
 }
@@ -347,6 +382,32 @@ impl Drop for PoolHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_between_the_check_and_the_wait_is_not_missed() {
+        // The exchange's order: the epoch, then the check that finds the budget spent,
+        // then the wait. Another exchange gives memory back in between.
+        let budget = MemoryBudget::new(10);
+        let held = budget.try_charge(10).unwrap();
+        let epoch = budget.epoch();
+        assert!(budget.try_charge(1).is_none());
+        drop(held);
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            budget.released_since(epoch),
+        )
+        .await;
+        assert!(waited.is_ok(), "the wait missed the release");
+        assert!(budget.try_charge(10).is_some());
+        // With no release since, it waits for the next one.
+        let epoch = budget.epoch();
+        let pending = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            budget.released_since(epoch),
+        )
+        .await;
+        assert!(pending.is_err());
+    }
 
     #[test]
     fn charges_never_exceed_the_limit_and_come_back() {

@@ -213,6 +213,9 @@ impl Exchange {
             }
             let queued = self.reactor.queued_output_bytes();
             let holding = self.is_holding();
+            // Read before the budget is checked, so a release in between wakes the
+            // wait below (`released_since`).
+            let memory_epoch = self.resources.memory.epoch();
             let over_budget = self.over_budget();
             // At the limit no new handler starts (the running ones pause as they write).
             // Over the server's budget with none of its own running, one may start: a
@@ -281,7 +284,7 @@ impl Exchange {
                         self.handlers.start(permit);
                     }
                 }
-                () = memory.released(), if over_budget => {}
+                () = memory.released_since(memory_epoch), if over_budget => {}
                 () = output.closed() => {
                     self.counters.stats.outcome = Outcome::ClientGone;
                     break;
