@@ -280,3 +280,61 @@ async fn a_request_id_reused_after_its_answer_gets_its_own_answer() {
     }
     assert_eq!(bodies, [b"first".to_vec(), b"second".to_vec()]);
 }
+
+/// Response pieces compressing on worker streams are held by the exchange, so they are
+/// charged to the server's memory budget while they are in flight. Zeros compress to
+/// almost nothing, so nothing else the exchange holds comes near one piece: a charge of
+/// a piece or more can only be pieces in flight. A thread samples the charge while 64
+/// MiB of pieces go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_compressing_on_workers_are_charged_to_the_memory_budget() {
+    const PIECE: usize = 64 << 10;
+    let mut r = Registry::new();
+    r.register(
+        "zeros",
+        Permission::ReadOnly,
+        |_: CommandInput, mut out: Responder| async move {
+            let piece = Bytes::from(vec![0u8; PIECE]);
+            for _ in 0..1024 {
+                out.write(piece.clone()).await?;
+            }
+            out.finish(Bytes::new()).await?;
+            Ok::<(), CommandError>(())
+        },
+    );
+    let mut config = EngineConfig::default();
+    config.set_parallel_streams(2).set_parallel_piece(PIECE);
+    let server = server(r, config);
+    let budget = server.memory().clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::Acquire) {
+                peak = peak.max(budget.charged());
+                std::thread::yield_now();
+            }
+            peak
+        })
+    };
+    let frames = on_stream([command(1, "zeros", &[], None)]);
+    let accepts = ["zstd-8mb".to_owned()];
+    let (output, stats) =
+        common::run_accepting(&server, true, Scope::Connection, input(frames), &accepts).await;
+    done.store(true, Ordering::Release);
+    let peak = sampler.join().unwrap();
+    let answer = &common::decoded_answers(output)[&1];
+    assert_eq!(answer.data.len(), 1024 * PIECE);
+    assert!(answer.data.iter().all(|b| *b == 0));
+    assert!(
+        stats.streams.iter().filter(|s| s.raw_bytes > 0).count() >= 2,
+        "{:?}",
+        stats.streams
+    );
+    assert!(
+        peak >= PIECE,
+        "peak charge {peak} bytes: no piece was ever charged"
+    );
+    assert_eq!(server.memory().charged(), 0, "every charge came back");
+}
