@@ -60,6 +60,16 @@ pub(crate) enum Step {
 /// What a request produced since its oldest piece still compressing, in order.
 pub(crate) type Lane = VecDeque<Step>;
 
+/// Data a worker did not take.
+pub(crate) enum NotStarted {
+    /// For the exchange's own stream: workers are off, or it is too small.
+    Here(Bytes),
+    /// Every stream with room compresses another request's pieces: it waits until a
+    /// piece is done (rather than being compressed on the exchange's task, which would
+    /// hold up everything else the exchange does for as long).
+    Busy(Bytes),
+}
+
 /// Pieces queued at once on one worker stream. A second piece waits on the stream's
 /// thread while the first compresses, so the thread goes from one to the next without
 /// waiting for the exchange to take the first one's frames and hand it more data (the
@@ -163,22 +173,30 @@ impl Workers {
     /// Starts compressing `data` for `request` on a worker stream, if it is large
     /// enough and a stream can take it: an idle one (opened from the reactor as
     /// needed), else one that already compresses this request's pieces and has room in
-    /// its queue. Gives the data back otherwise.
+    /// its queue. Gives the data back otherwise, saying whether a stream may take it
+    /// once a piece in flight is done ([`NotStarted::Busy`]: the streams with room
+    /// are other requests'), or whether it is for the exchange's own stream.
     pub(crate) fn start(
         &mut self,
         reactor: &mut ServerReactor,
         request: RequestId,
         data: Bytes,
         eos: bool,
-    ) -> Result<Step, Bytes> {
-        if !self.enabled(reactor) || data.len() < self.min_piece || !self.has_room(reactor) {
-            return Err(data);
+    ) -> Result<Step, NotStarted> {
+        if !self.enabled(reactor) || data.len() < self.min_piece {
+            return Err(NotStarted::Here(data));
         }
         let Some(index) = self.pick(reactor, request) else {
-            return Err(data);
+            // Pieces in flight will free a stream; with none, no stream ever will (every
+            // id is taken), and the exchange's own stream compresses it.
+            return Err(if self.busy > 0 {
+                NotStarted::Busy(data)
+            } else {
+                NotStarted::Here(data)
+            });
         };
         let Some(stream) = self.streams.get_mut(index) else {
-            return Err(data);
+            return Err(NotStarted::Here(data));
         };
         // A stream's pieces always go to the same thread (its slot: worker streams of
         // an exchange have consecutive even ids), so its context, a few MiB of tables
@@ -189,7 +207,7 @@ impl Workers {
             .get(slot(stream.id, self.compressors.len()))
         else {
             // No threads (not enabled then): the exchange's task compresses.
-            return Err(data);
+            return Err(NotStarted::Here(data));
         };
         stream.owner = Some(request);
         stream.queued += 1;
@@ -365,7 +383,11 @@ mod tests {
         let b = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
         // Both streams are open and busy with `x`: `y` gets none (its data is
         // compressed on the exchange's task), while `x` queues one more on each.
-        assert!(workers.start(&mut reactor, y, piece(), false).is_err());
+        // (It waits for a stream to be free: it is not for the exchange's own stream.)
+        assert!(matches!(
+            workers.start(&mut reactor, y, piece(), false),
+            Err(NotStarted::Busy(_))
+        ));
         let c = workers.start(&mut reactor, x, piece(), false).ok().unwrap();
         let d = workers.start(&mut reactor, x, piece(), true).ok().unwrap();
         assert_ne!(piece_stream(&a), piece_stream(&b), "an idle stream first");
@@ -375,7 +397,10 @@ mod tests {
         first.sort_unstable();
         assert_eq!(queued, first, "then behind the request's own pieces");
         assert!(!workers.has_room(&reactor));
-        assert!(workers.start(&mut reactor, x, piece(), false).is_err());
+        assert!(matches!(
+            workers.start(&mut reactor, x, piece(), false),
+            Err(NotStarted::Busy(_))
+        ));
         assert_eq!(workers.busy_bytes(), 4 * piece().len());
         // The pieces of one stream run in the order they were queued, on one encoder:
         // the second continues the first's stream.

@@ -69,7 +69,7 @@ use self::timers::{Expired, Timers, Wait};
 use crate::caller::Caller;
 use crate::command::{Handler, Permission, ProgressGate, Registry, Report, Responder};
 use crate::config::EngineConfig;
-use crate::offload::{next_done, Encoded, Lane, Step, Workers};
+use crate::offload::{next_done, Encoded, Lane, NotStarted, Step, Workers};
 use crate::output::OutputChunk;
 use crate::server::Resources;
 use crate::stats::{ExchangeStats, Outcome};
@@ -124,6 +124,10 @@ pub(crate) struct Exchange {
     lanes: FxHashMap<RequestId, Lane>,
     /// Reports waiting in lanes.
     lane_reports: usize,
+    /// A large piece that no worker stream could take yet (the streams with room were
+    /// other requests'): no other report is taken until it is, so that the request's
+    /// order holds and the piece is not compressed on this task. Tried again every turn.
+    parked: Option<Report>,
     /// Requests whose response data goes raw ([`Responder::set_sensitive`]): never to
     /// a worker stream, whose context is shared.
     sensitive: FxHashSet<RequestId>,
@@ -188,6 +192,7 @@ impl Exchange {
             workers,
             lanes: FxHashMap::default(),
             lane_reports: 0,
+            parked: None,
             sensitive: FxHashSet::default(),
             aborted: false,
         }
@@ -210,6 +215,11 @@ impl Exchange {
         loop {
             if self.is_done() {
                 break;
+            }
+            if let Some(report) = self.parked.take() {
+                // A stream may be free since the last turn (a piece done, a lane
+                // dropped); if not, it parks again.
+                self.on_report(report);
             }
             let queued = self.reactor.queued_output_bytes();
             let holding = self.is_holding();
@@ -362,7 +372,8 @@ impl Exchange {
     /// reactor holds `queued` bytes; `holding`: output cannot flow yet), a worker stream
     /// for a large piece, and few reports wait behind pieces.
     fn can_report(&self, queued: usize, holding: bool) -> bool {
-        self.pacing.has_room(queued, holding)
+        self.parked.is_none()
+            && self.pacing.has_room(queued, holding)
             && self.workers.has_room(&self.reactor)
             && self.lane_reports < self.config.report_queue()
     }
@@ -772,7 +783,17 @@ impl Exchange {
                         self.lanes.entry(request).or_default().push_back(piece);
                         return;
                     }
-                    Err(data) => Report::Data {
+                    Err(NotStarted::Busy(data)) => {
+                        // No report is taken until a stream can take it (see `parked`).
+                        self.parked = Some(Report::Data {
+                            request,
+                            gen,
+                            data,
+                            eos,
+                        });
+                        return;
+                    }
+                    Err(NotStarted::Here(data)) => Report::Data {
                         request,
                         gen,
                         data,
