@@ -89,6 +89,8 @@ struct WorkerStream {
     owner: Option<RequestId>,
     /// Pieces queued and not yet done.
     queued: usize,
+    /// Their raw bytes, held until they are done.
+    queued_bytes: usize,
     /// Its frames did not all go out (or a worker failed on it): the peer's decoding
     /// context no longer matches the encoder, so it takes no more pieces, and the
     /// pieces still queued on it are not sent.
@@ -99,12 +101,6 @@ struct WorkerStream {
 pub(crate) struct Workers {
     /// Streams opened, and lost ones with pieces still queued.
     streams: Vec<WorkerStream>,
-    /// Streams opened and not lost.
-    opened: usize,
-    /// Pieces queued on worker streams and not done.
-    busy: usize,
-    /// Raw bytes of those pieces.
-    busy_bytes: usize,
     /// Most streams; 0 when compression stays on the exchange's task.
     max: usize,
     /// Pieces from this size on go to a worker.
@@ -122,9 +118,6 @@ impl Workers {
     pub(crate) fn new(streams: usize, min_piece: usize, compressors: Arc<[BlockingPool]>) -> Self {
         Self {
             streams: Vec::new(),
-            opened: 0,
-            busy: 0,
-            busy_bytes: 0,
             max: if streams >= 2 && !compressors.is_empty() {
                 streams
             } else {
@@ -151,18 +144,28 @@ impl Workers {
     /// Whether a piece could be queued now (or the pool is off): reports wait otherwise,
     /// which holds back the handlers.
     pub(crate) fn has_room(&self, reactor: &ServerReactor) -> bool {
-        !self.enabled(reactor) || self.busy < self.max * PIECES_PER_STREAM
+        !self.enabled(reactor) || self.busy() < self.max * PIECES_PER_STREAM
+    }
+
+    /// Pieces queued on worker streams and not done.
+    fn busy(&self) -> usize {
+        self.streams.iter().map(|s| s.queued).sum()
+    }
+
+    /// Streams opened and not lost.
+    fn opened(&self) -> usize {
+        self.streams.iter().filter(|s| !s.lost).count()
     }
 
     /// Whether pieces are compressing.
     pub(crate) fn is_busy(&self) -> bool {
-        self.busy > 0
+        self.streams.iter().any(|s| s.queued > 0)
     }
 
     /// Raw bytes of the pieces queued on workers, which the exchange holds until they
     /// are done.
     pub(crate) fn busy_bytes(&self) -> usize {
-        self.busy_bytes
+        self.streams.iter().map(|s| s.queued_bytes).sum()
     }
 
     /// Whether `stream_id` is a worker stream.
@@ -189,7 +192,7 @@ impl Workers {
         let Some(index) = self.pick(reactor, request) else {
             // Pieces in flight will free a stream; with none, no stream ever will (every
             // id is taken), and the exchange's own stream compresses it.
-            return Err(if self.busy > 0 {
+            return Err(if self.is_busy() {
                 NotStarted::Busy(data)
             } else {
                 NotStarted::Here(data)
@@ -209,11 +212,10 @@ impl Workers {
             // No threads (not enabled then): the exchange's task compresses.
             return Err(NotStarted::Here(data));
         };
+        let len = data.len();
         stream.owner = Some(request);
         stream.queued += 1;
-        self.busy += 1;
-        let len = data.len();
-        self.busy_bytes += len;
+        stream.queued_bytes += len;
         let id = stream.id;
         let encoder = Arc::clone(&stream.encoder);
         let job = move || {
@@ -252,10 +254,9 @@ impl Workers {
         if let Some(i) = self.streams.iter().position(|s| usable(s) && s.queued == 0) {
             return Some(i);
         }
-        if self.opened < self.max {
+        if self.opened() < self.max {
             match reactor.open_output_stream() {
                 Ok(stream) => {
-                    self.opened += 1;
                     let id = stream.id().0;
                     self.ids.insert(id);
                     self.streams.push(WorkerStream {
@@ -263,6 +264,7 @@ impl Workers {
                         id,
                         owner: None,
                         queued: 0,
+                        queued_bytes: 0,
                         lost: false,
                     });
                     return Some(self.streams.len() - 1);
@@ -270,7 +272,7 @@ impl Workers {
                 Err(e) => {
                     // No stream id left: work with the streams there are.
                     tracing::debug!(error = %e, "no more worker streams");
-                    self.max = self.opened;
+                    self.max = self.opened();
                 }
             }
         }
@@ -293,8 +295,6 @@ impl Workers {
     /// in which case the stream is lost. A stream lost is gone once its last piece is
     /// over; its id stays taken for the exchange, and another stream may replace it.
     pub(crate) fn piece_over(&mut self, stream_id: u8, len: usize, sent: bool) {
-        self.busy = self.busy.saturating_sub(1);
-        self.busy_bytes = self.busy_bytes.saturating_sub(len);
         let Some(index) = self.streams.iter().position(|s| s.id == stream_id) else {
             return;
         };
@@ -302,10 +302,8 @@ impl Workers {
             return;
         };
         stream.queued = stream.queued.saturating_sub(1);
-        if !sent && !stream.lost {
-            stream.lost = true;
-            self.opened = self.opened.saturating_sub(1);
-        }
+        stream.queued_bytes = stream.queued_bytes.saturating_sub(len);
+        stream.lost |= !sent;
         if stream.queued == 0 {
             stream.owner = None;
             if stream.lost {
