@@ -26,14 +26,22 @@ fn generated(len: usize) -> Vec<u8> {
 async fn cat_back(server: &TestServer, text: &[u8]) {
     std::fs::write(server.root.path().join("big.txt"), text).unwrap();
     let client = Client::new(&server.url()).unwrap();
+    assert!(
+        cat(&client, "big.txt").await == text,
+        "the response differs"
+    );
+}
+
+/// What `cat` of `path` answers.
+async fn cat(client: &Client, path: &str) -> Vec<u8> {
     let got = client
-        .call(Call::new("cat").arg("path", "big.txt"))
+        .call(Call::new("cat").arg("path", path.to_owned()))
         .await
         .unwrap()
         .collect()
         .await
         .unwrap();
-    assert!(got.data == text, "the response differs");
+    got.data.to_vec()
 }
 
 /// The streams that carried response data.
@@ -110,14 +118,10 @@ async fn identity_needs_no_workers() {
     let mut options = ClientOptions::default();
     options.set_encodings(&["identity"]);
     let client = Client::with_options(&server.url(), options).unwrap();
-    let got = client
-        .call(Call::new("cat").arg("path", "big.txt"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert!(got.data == text, "the response differs");
+    assert!(
+        cat(&client, "big.txt").await == text,
+        "the response differs"
+    );
     let stats = server.wait_stats(1).await;
     assert_eq!(stats[0].streams.len(), 1, "{:?}", stats[0].streams);
 }
