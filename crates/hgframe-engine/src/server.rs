@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_wire::codec::FrameCodec;
 use tokio::sync::{mpsc, Semaphore};
@@ -212,6 +213,33 @@ impl Server {
         }
     }
 
+    /// [`Self::frames`] of an input that has already arrived whole (a short HTTP body
+    /// taken in one piece): decoded as it is read, with no reader, no read buffer and
+    /// no task wake-up between frames, and the same frames and errors as
+    /// [`Self::frames`] would give for it. The bytes are copied into a buffer of their
+    /// own, so that the payloads, which are slices of it, do not keep the transport's
+    /// read buffer alive (which no budget counts).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use futures_util::StreamExt;
+    /// use hgframe_engine::{EngineConfig, Registry, Server};
+    /// let server = Server::new(Registry::new(), EngineConfig::default()).unwrap();
+    /// // One frame header announcing a 3-byte payload, cut after one byte.
+    /// let mut frames = server.frames_of_whole(&[3, 0, 0, 1, 0, 1, 0, 0x10, b'a']);
+    /// assert!(frames.next().await.unwrap().is_err(), "truncated");
+    /// assert!(frames.next().await.is_none());
+    /// # });
+    /// ```
+    pub fn frames_of_whole(&self, input: &[u8]) -> FrameInput {
+        let codec = FrameCodec::with_max_payload_len(self.config().reactor().max_frame_payload());
+        Box::pin(futures_util::stream::iter(WholeInput {
+            codec,
+            buf: BytesMut::from(input),
+            state: WholeState::Frames,
+        }))
+    }
+
     /// Starts an exchange on a task of its own: it reads `input` and answers with
     /// `reactor` (from [`Self::new_reactor`]), running the commands `scope` allows for
     /// `caller` (whom its handlers see).
@@ -258,6 +286,50 @@ impl Server {
             Arc::new(caller),
         );
         (Box::pin(exchange.run(input, tx).instrument(span)), output)
+    }
+}
+
+/// The frames of an input that is all there ([`Server::frames_of_whole`]), decoded as
+/// [`FramedRead`] decodes a reader that then ends: whole frames first, then what the
+/// end of the input makes of the rest (a truncated frame is an error), nothing after
+/// an error.
+struct WholeInput {
+    codec: FrameCodec,
+    buf: BytesMut,
+    state: WholeState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WholeState {
+    Frames,
+    End,
+    Done,
+}
+
+impl Iterator for WholeInput {
+    type Item = Result<hgframe_wire::Frame, hgframe_wire::codec::CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use tokio_util::codec::Decoder;
+        loop {
+            let decoded = match self.state {
+                WholeState::Frames => self.codec.decode(&mut self.buf),
+                WholeState::End => self.codec.decode_eof(&mut self.buf),
+                WholeState::Done => return None,
+            };
+            match decoded {
+                Ok(Some(frame)) => return Some(Ok(frame)),
+                Ok(None) if self.state == WholeState::Frames => self.state = WholeState::End,
+                Ok(None) => {
+                    self.state = WholeState::Done;
+                    return None;
+                }
+                Err(e) => {
+                    self.state = WholeState::Done;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }
 
@@ -357,6 +429,57 @@ mod tests {
         assert_eq!(outputs.len(), 0);
     }
 
+    /// What a frame input gives, frames and errors (as text), to the end.
+    fn drain(input: FrameInput) -> Vec<Result<hgframe_wire::Frame, String>> {
+        use futures_util::StreamExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(input.map(|item| item.map_err(|e| e.to_string())).collect())
+    }
+
+    proptest::proptest! {
+        /// Valid frames, cut anywhere and with any byte changed (a length, a type), or
+        /// random bytes: the whole input gives exactly what a reader of it gives.
+        #[test]
+        fn a_whole_input_gives_what_a_reader_of_it_gives(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..6),
+            cut in proptest::num::usize::ANY,
+            flip in proptest::option::of((proptest::num::usize::ANY, proptest::num::u8::ANY)),
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            use_noise in proptest::bool::ANY,
+        ) {
+            let mut config = EngineConfig::default();
+            // Small enough that a changed length byte can go over it.
+            config.reactor_mut().set_max_frame_payload(32);
+            let server = Server::new(Registry::new(), config).unwrap();
+            let bytes: Vec<u8> = if use_noise {
+                noise
+            } else {
+                let mut out = BytesMut::new();
+                for (i, payload) in payloads.iter().enumerate() {
+                    let target = FrameTarget::new(RequestId(1 + 2 * i as u16), StreamId(1));
+                    for frame in command_frames(target, b"echo", [], Some(&payload[..])).unwrap() {
+                        frame.encode(&mut out);
+                    }
+                }
+                let mut bytes = out.to_vec();
+                if let Some((at, byte)) = flip {
+                    if !bytes.is_empty() {
+                        let at = at % bytes.len();
+                        bytes[at] = byte;
+                    }
+                }
+                let keep = if bytes.is_empty() { 0 } else { cut % (bytes.len() + 1) };
+                bytes.truncate(keep);
+                bytes
+            };
+            let whole = drain(server.frames_of_whole(&bytes));
+            let read = drain(server.frames(std::io::Cursor::new(bytes)));
+            proptest::prop_assert_eq!(whole, read);
+        }
+    }
+
     #[tokio::test]
     async fn frames_of_a_known_length_are_read_whatever_the_length_said() {
         use futures_util::StreamExt;
@@ -364,7 +487,7 @@ mod tests {
         let target = FrameTarget::new(RequestId(1), StreamId(1));
         let data = vec![7u8; 3000];
         let frames = command_frames(target, b"echo", [], Some(&data[..])).unwrap();
-        let mut bytes = bytes::BytesMut::new();
+        let mut bytes = BytesMut::new();
         for frame in &frames {
             frame.encode(&mut bytes);
         }

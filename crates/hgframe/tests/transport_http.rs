@@ -599,6 +599,32 @@ async fn an_idle_exchange_is_aborted() {
     assert_eq!(stats[0].outcome, Outcome::TimedOut);
 }
 
+/// A short body is decoded in place when it has arrived whole by the time the service
+/// looks; one that arrives in parts (its first part there, the rest later, or nothing
+/// yet) must still be read to its end, not taken for all there is.
+#[tokio::test]
+async fn a_short_body_that_arrives_in_parts_is_read_to_its_end() {
+    let server = TestServer::start(|_, _| {}).await;
+    let data = [b'x'; 700];
+    let body = command(1, "echo", &[], Some(&data[..]), true);
+    for split in [0, 5, body.len() / 2, body.len() - 1] {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST /api/exp-http-v2-0001/ro/echo HTTP/1.1\r\nhost: x\r\naccept: {MEDIA_TYPE}\r\ncontent-type: {MEDIA_TYPE}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&body[..split]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket.write_all(&body[split..]).await.unwrap();
+        let mut answer = Vec::new();
+        within(socket.read_to_end(&mut answer)).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "split at {split}");
+        let echoed = answer.windows(data.len()).any(|w| w == data);
+        assert!(echoed, "split at {split}: the whole data came back");
+    }
+}
+
 #[tokio::test]
 async fn a_client_slow_to_send_headers_is_disconnected() {
     let server = TestServer::start(|c, _| {

@@ -15,9 +15,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Buf;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
-use hgframe_engine::{Caller, ConfigError, Duplex, Error, Registry, Scope, Server, Transport};
+use futures_util::{StreamExt, TryStreamExt};
+use hgframe_engine::{
+    Caller, ConfigError, Duplex, Error, FrameInput, Registry, Scope, Server, Transport,
+};
 use hgframe_reactor::{DataMode, ServerReactor};
 use hgframe_stream::parse_accept_list;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
@@ -214,8 +217,7 @@ impl HgFrameService {
             permission,
             command: only,
         };
-        let length = http_body::Body::size_hint(&body).exact();
-        let input = server.frames_of_length(body_reader(body), length);
+        let input = request_frames(server, body).await;
         let caller = Caller::new(transport)
             .with_headers(parts.headers)
             .with_extensions(parts.extensions);
@@ -243,6 +245,48 @@ impl HgFrameService {
     }
 }
 
+/// A request body up to this size (by its `Content-Length`) that has already arrived
+/// whole is decoded at once ([`Server::frames_of_whole`]) rather than read through a
+/// frame reader; the frame reader's own buffer is this size, so nothing more is held.
+const WHOLE_BODY: u64 = 8 * 1024;
+
+/// The frames of a request body. A short one that is already there (hyper hands an
+/// HTTP/1.1 body that came with its headers before the service first looks) is decoded
+/// in place, which spares a small request the reader, its buffer and its adapters
+/// (`benches/examples/echo_ab.rs`); any other is read as the decoder asks, so that
+/// reading stops when the exchange stops asking (back-pressure).
+async fn request_frames<B>(server: &Server, body: B) -> FrameInput
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let length = http_body::Body::size_hint(&body).exact();
+    if !length.is_some_and(|n| n <= WHOLE_BODY) {
+        return server.frames_of_length(body_reader(body), length);
+    }
+    let mut body = Box::pin(body);
+    // One look, without waiting: what is there now, if anything.
+    let first = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+    let first = match first {
+        Poll::Pending => return server.frames_of_length(body_reader(body), length),
+        Poll::Ready(None) => return server.frames_of_whole(&[]),
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(mut data) => Ok(data.copy_to_bytes(data.remaining())),
+            // Trailers: a data reader skips them.
+            Err(_) => Ok(Bytes::new()),
+        },
+        Poll::Ready(Some(Err(e))) => Err(std::io::Error::other(e.into())),
+    };
+    match first {
+        Ok(data) if body.is_end_stream() => server.frames_of_whole(&data),
+        first => {
+            let rest = futures_util::stream::iter([first]).chain(data_stream(body));
+            server.frames_of_length(StreamReader::new(rest), length)
+        }
+    }
+}
+
 /// The request body as a byte reader, read only as the frame decoder asks.
 fn body_reader<B>(body: B) -> impl tokio::io::AsyncRead + Send + 'static
 where
@@ -250,10 +294,19 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    StreamReader::new(
-        body.into_data_stream()
-            .map_err(|e| std::io::Error::other(e.into())),
-    )
+    StreamReader::new(data_stream(body))
+}
+
+/// The request body's data, its errors as I/O errors.
+fn data_stream<B>(body: B) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    body.into_data_stream()
+        .map_ok(|mut data| data.copy_to_bytes(data.remaining()))
+        .map_err(|e| std::io::Error::other(e.into()))
 }
 
 impl<B> tower::Service<Request<B>> for HgFrameService
