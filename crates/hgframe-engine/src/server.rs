@@ -395,6 +395,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_command_answered_at_once_takes_one_turn_of_the_exchange() {
+        let mut registry = Registry::new();
+        registry.register("echo", Permission::ReadOnly, echo);
+        let server = Server::new(registry, EngineConfig::default()).unwrap();
+        let (run, mut output) = prepare(&server);
+        let stats = run.await;
+        assert_eq!(stats.outcome, crate::Outcome::Completed);
+        // Read, run and answered in the turn that read it: its handler is polled as
+        // soon as it starts, not in a turn of its own.
+        assert_eq!(stats.turns, 1);
+        let answer = output.try_recv().unwrap().unwrap();
+        assert!(answer.windows(3).any(|w| w == b"abc"), "{answer:?}");
+    }
+
+    #[tokio::test]
     async fn an_output_queue_comes_back_only_once_its_exchange_ended_and_empty() {
         let mut registry = Registry::new();
         registry.register("echo", Permission::ReadOnly, echo);

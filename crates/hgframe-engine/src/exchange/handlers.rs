@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable, BoxFuture};
@@ -151,6 +152,8 @@ pub(crate) struct Handlers {
     /// or a running one was given data. The batch ends there, so that handlers still go
     /// before the next frame, as they do without batches.
     batch_ready: bool,
+    /// A handler started that has not been polled yet ([`Self::take_started`]).
+    started: bool,
 }
 
 impl Handlers {
@@ -187,6 +190,7 @@ impl Handlers {
             cancellable: false,
             batch: false,
             batch_ready: false,
+            started: false,
         }
     }
 
@@ -322,6 +326,7 @@ impl Handlers {
             return;
         };
         self.batch_ready = true;
+        self.started = true;
         self.waiting_bytes -= next.cost;
         let ended = next.pieces.back().is_some_and(|(_, eos)| *eos);
         let data = if let Some(data) = next.whole_data {
@@ -446,6 +451,28 @@ impl Handlers {
     /// Bytes of commands waiting to run.
     pub(crate) fn waiting_bytes(&self) -> usize {
         self.waiting_bytes
+    }
+
+    /// Whether handlers started since the last call (and have not been polled yet).
+    pub(crate) fn take_started(&mut self) -> bool {
+        std::mem::take(&mut self.started)
+    }
+
+    /// Polls the running handlers once, without waiting (the task's waker is kept, as
+    /// any poll keeps it); returns whether one ended. Those that end make room for the
+    /// commands waiting, as in [`Self::next_done`].
+    pub(crate) fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(running) = self.running.as_mut() else {
+            return false;
+        };
+        let mut ended = false;
+        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
+            ended = true;
+        }
+        if ended {
+            self.start_ready();
+        }
+        ended
     }
 
     /// Polls the running handlers; completes when one ends.

@@ -50,6 +50,7 @@ mod timers;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -247,6 +248,7 @@ impl Exchange {
             let owes_input = self.input_expected();
             self.timers
                 .set_state(self.wait(can_send, owes_input), owes_input);
+            self.counters.stats.turns += 1;
             let forward_room = self.handlers.forward_room();
             let slot = self.handlers.slot();
             let memory = self.resources.memory.clone();
@@ -315,6 +317,14 @@ impl Exchange {
                         self.on_input_end();
                     }
                 },
+            }
+            // Handlers started in this turn get their first poll in it (the next turn
+            // would give it to them first): a small one ends at once, and what it
+            // reported is taken and its answer leaves below, with no turn more.
+            if self.handlers.take_started() {
+                let handlers = &mut self.handlers;
+                std::future::poll_fn(|cx| Poll::Ready(handlers.poll_ended(cx))).await;
+                self.more_reports(0);
             }
             // Nothing else to do: the next turn would read, so input already there (the
             // end of a small request, say) is read in this one.
