@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -138,7 +138,8 @@ impl Client {
 
 /// The HTTP request path on arbitrary input. `data[0]` is the client's behaviour (bit
 /// 0: raw bytes, bit 1: h2c, bit 2: never reads, bits 3-4: the configuration),
-/// `data[1]` cuts what is sent into pieces of 1 to 256 bytes. Then:
+/// `data[1]` cuts what is sent into pieces of 1 to 256 bytes (0: a structured request's
+/// body goes whole, with its `Content-Length`). Then:
 ///
 /// - raw: `data[2..]` is what the client writes on the connection (HTTP/1.1 text or an
 ///   h2c preface and frames), reading all the server writes; after a virtual 10
@@ -342,13 +343,24 @@ async fn structured(
     if selector & 0x40 != 0 {
         request = request.header(crate::EXTENSIONS_HEADER, "cancel, progress");
     }
-    // The body streams in pieces, as a client would send it.
+    // The body streams in pieces, as a client would send it; with `cut` 0 it goes
+    // whole, with its `Content-Length`, as a client sends a short request (the server
+    // then decodes it in place, `Server::frames_of_whole`).
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+    let request_body = if cut == 0 {
+        Either::Left(http_body_util::Full::new(Bytes::copy_from_slice(body)))
+    } else {
+        Either::Right(http_body_util::StreamBody::new(tokio_stream_from(rx)))
+    };
     let request = request
-        .body(http_body_util::StreamBody::new(tokio_stream_from(rx)))
+        .body(request_body)
         .map_err(|e| format!("building the request: {e}"))?;
     let feeding = {
-        let pieces = pieces(body, cut);
+        let pieces = if cut == 0 {
+            Vec::new()
+        } else {
+            pieces(body, cut)
+        };
         tokio::spawn(async move {
             for piece in pieces {
                 if tx.send(Ok(http_body::Frame::data(piece))).await.is_err() {
