@@ -890,6 +890,27 @@ mod tests {
         assert!(alarm.ran_out());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_alarm_is_looked_at_even_when_the_task_is_out_of_budget() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        let mut alarm = Alarm::new(&entry.activity);
+        alarm.set(Some(Instant::now() + Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ran_out = std::future::poll_fn(|cx| {
+            // Spends the task's budget, as a busy connection may have.
+            while std::pin::pin!(tokio::task::consume_budget())
+                .poll(cx)
+                .is_ready()
+            {}
+            Poll::Ready(alarm.ran_out())
+        })
+        .await;
+        // Else the loop, signalled, would find it pending and wait for a signal raised
+        // at once again: a spin.
+        assert!(ran_out);
+    }
+
     struct Woken(AtomicBool);
 
     impl ArcWake for Woken {
