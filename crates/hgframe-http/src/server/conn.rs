@@ -19,27 +19,34 @@
 //!            closed
 //! ```
 //!
-//! Every connection with nothing in flight is listed (oldest idle first) in [`Idle`], so
-//! that the accept loop can close the longest-idle one when the server is full.
+//! Every open connection is listed in [`Connections`], so that the accept loop can close
+//! the one idle the longest when the server is full, and shutdown can close them all.
+//! Its requests keep its [`Activity`] up to date with a few atomics of its own (no
+//! server-wide lock per request), and the loop that drives it looks, at each wake, at
+//! hyper's connection and one word of signals (eviction, shutdown, its timer, its last
+//! request's end; see [`Activity::signalled`]): no lock, no timer.
 
 use hgframe_engine::PeerAddr;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
-use tokio::time::Instant;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::{Instant, Sleep};
+use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use super::BoxError;
@@ -61,95 +68,142 @@ pub(crate) struct Timers {
     pub(crate) idle: Option<Duration>,
 }
 
-/// The connections that have nothing in flight, oldest idle first, each with the signal
-/// that closes it.
-#[derive(Debug, Default)]
-pub(crate) struct Idle {
-    list: Mutex<BTreeMap<(Instant, u64), Arc<Notify>>>,
-    /// Signalled whenever a connection joins the list.
+/// The server's open connections, by id: one entry made at accept and removed at close,
+/// none per request. Eviction, rare (only at the connection limit), looks at them all.
+pub(crate) struct Connections {
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    idle: Arc<IdleWatch>,
+}
+
+/// What the accept loop, full, waits for: a connection becoming idle.
+struct IdleWatch {
+    /// The origin of the idle clocks ([`Activity::idle_since`]).
+    base: Instant,
+    /// The accept loop waits on `joined`: only then does a request that leaves its
+    /// connection idle signal it (a `Notify` is a mutex; an atomic load is not).
+    waiting: AtomicBool,
     joined: Notify,
 }
 
-impl Idle {
-    fn list(&self) -> MutexGuard<'_, BTreeMap<(Instant, u64), Arc<Notify>>> {
-        // Nothing panics while holding the lock; a poisoned list is still consistent.
-        self.list
+impl IdleWatch {
+    /// Now, on the idle clock.
+    fn now(&self) -> u64 {
+        let since = Instant::now().saturating_duration_since(self.base);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Connections {
+    pub(crate) fn new() -> Self {
+        Self {
+            open: Mutex::new(HashMap::new()),
+            idle: Arc::new(IdleWatch {
+                base: Instant::now(),
+                waiting: AtomicBool::new(false),
+                joined: Notify::new(),
+            }),
+        }
+    }
+
+    fn open(&self) -> MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        // Nothing panics while holding the lock; a poisoned map is still consistent.
+        self.open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Asks the connection idle the longest to close; false if none is idle.
+    /// Lists a connection just accepted, idle from now, until the entry is dropped.
+    pub(crate) fn register(self: &Arc<Self>, id: u64) -> Entry {
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.idle.now()),
+            signals: AtomicU32::new(0),
+            waker: AtomicWaker::new(),
+            idle: Arc::clone(&self.idle),
+        });
+        self.open().insert(id, Arc::clone(&activity));
+        Entry {
+            connections: Arc::clone(self),
+            id,
+            activity,
+        }
+    }
+
+    /// Asks the connection idle the longest (of those not closing already) to close;
+    /// false if none is idle.
     pub(crate) fn evict_oldest(&self) -> bool {
-        let oldest = self.list().pop_first();
-        match oldest {
-            Some((_, close)) => {
-                close.notify_one();
+        let open = self.open();
+        let oldest = open
+            .iter()
+            .filter_map(|(&id, activity)| activity.evictable_since().map(|since| (since, id)))
+            .min();
+        match oldest.and_then(|(_, id)| open.get(&id)) {
+            Some(activity) => {
+                activity.signal(EVICTED);
                 true
             }
             None => false,
         }
     }
 
-    /// Completes when a connection becomes idle after this call (enable it before
-    /// looking at the list, so that none is missed).
+    /// Tells every connection that the server shuts down. The accept loop, which alone
+    /// registers connections, has stopped: none is missed.
+    pub(crate) fn shut_down(&self) {
+        for activity in self.open().values() {
+            activity.signal(SHUTDOWN);
+        }
+    }
+
+    /// The accept loop waits for connections to become idle while the result lives
+    /// (see [`Waiting::joined`]).
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.idle.waiting.store(true, Ordering::SeqCst);
+        Waiting(&self.idle)
+    }
+}
+
+/// The accept loop waits for a connection to become idle; it stops when dropped.
+pub(crate) struct Waiting<'a>(&'a IdleWatch);
+
+impl Waiting<'_> {
+    /// Completes when a connection becomes idle after this call (make it before looking
+    /// at the connections, so that none is missed).
     pub(crate) fn joined(&self) -> Notified<'_> {
-        self.joined.notified()
+        self.0.joined.notified()
     }
 }
 
-/// One connection's place in [`Idle`]; leaves it when dropped.
-struct IdleSlot {
-    idle: Arc<Idle>,
-    id: u64,
-    close: Arc<Notify>,
-    key: Option<(Instant, u64)>,
-}
-
-impl IdleSlot {
-    fn new(idle: Arc<Idle>, id: u64) -> Self {
-        Self {
-            idle,
-            id,
-            close: Arc::new(Notify::new()),
-            key: None,
-        }
-    }
-
-    fn set_idle(&mut self) {
-        if self.key.is_none() {
-            let key = (Instant::now(), self.id);
-            self.idle.list().insert(key, Arc::clone(&self.close));
-            self.key = Some(key);
-            self.idle.joined.notify_waiters();
-        }
-    }
-
-    fn set_busy(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.idle.list().remove(&key);
-        }
-    }
-}
-
-impl Drop for IdleSlot {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.set_busy();
+        self.0.waiting.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A connection's place in [`Connections`]; leaves it when dropped, whatever requests'
+/// guards (and so the [`Activity`]) outlive the connection.
+pub(crate) struct Entry {
+    connections: Arc<Connections>,
+    id: u64,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.activity.signals.fetch_or(CLOSING, Ordering::SeqCst);
+        self.connections.open().remove(&self.id);
     }
 }
 
 /// Serves one accepted connection until it closes, is closed by a timer, by eviction or
-/// by shutdown (`shutdown` turning true, or its sender dropped). `permit` is its slot
-/// among the server's connections.
-#[allow(clippy::too_many_arguments)]
+/// by shutdown (both through `entry`'s [`Activity`]). `permit` is its slot among the
+/// server's connections.
 pub(crate) async fn run<S, B>(
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
     builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     service: S,
     timers: Timers,
-    idle: Arc<Idle>,
-    id: u64,
-    mut shutdown: watch::Receiver<bool>,
+    entry: Entry,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -160,12 +214,9 @@ pub(crate) async fn run<S, B>(
 {
     let mut permit = Some(permit);
     let opened = Instant::now();
-    let mut slot = IdleSlot::new(idle, id);
-    slot.set_idle();
-    let evicted = Arc::clone(&slot.close);
-    let activity = Arc::new(Activity::new(slot, opened));
-    // Left when the connection ends, whoever still holds a request's guard.
-    let _leave = Leave(Arc::clone(&activity));
+    let activity = Arc::clone(&entry.activity);
+    // Left when the connection ends.
+    let _leave = entry;
     // When to look at the idle clock next: the connection's requests do not wake this
     // loop (it would cost every request two turns of it); it looks when the clock
     // could have run out, and sets it again if a request came meanwhile.
@@ -190,8 +241,7 @@ pub(crate) async fn run<S, B>(
                 }
             },
             () = sleep_until(idle_check), if idle_check.is_some() => return,
-            () = evicted.notified() => return,
-            () = until_shutdown(&mut shutdown) => return,
+            _ = activity.signalled(EVICTED | SHUTDOWN) => return,
         }
     }
 
@@ -215,22 +265,50 @@ pub(crate) async fn run<S, B>(
     // When a closing connection with nothing in flight is dropped (if it has not ended
     // by itself by then).
     let mut linger = Linger::default();
+    let mut alarm = Alarm::new(&activity);
     loop {
-        let (close_reason, by_shutdown) = tokio::select! {
+        // Open, it waits for what closes it, and for the idle clock's next look;
+        // closing, for its requests in flight to end, then for the linger's end.
+        let deadline = if closing { linger.until } else { idle_check };
+        alarm.set(deadline);
+        let mut watched = match (closing, linger.until) {
+            (false, _) => EVICTED | SHUTDOWN,
+            (true, None) => WENT_IDLE,
+            (true, Some(_)) => 0,
+        };
+        if deadline.is_some() {
+            watched |= TIMER;
+        }
+        let signals = tokio::select! {
+            // In order, hyper's connection first: no random draw at every wake; the
+            // signals are one load, and complete only on the rare events that close it.
+            biased;
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
             }
-            () = activity.went_idle.notified(), if closing && linger.until.is_none() => {
-                if !activity.watch_busy() {
-                    // Its last response may still be flushing: it keeps its slot.
-                    linger.start(false, &written, &draining);
-                }
+            signals = activity.signalled(watched) => signals,
+        };
+        let (close_reason, by_shutdown) = if signals & SHUTDOWN != 0 {
+            ("server shutting down", true)
+        } else if signals & EVICTED != 0 {
+            ("evicted: the server is at its connection limit", false)
+        } else if signals & WENT_IDLE != 0 {
+            activity.lower(WENT_IDLE);
+            if !activity.watch_busy() {
+                // Its last response may still be flushing: it keeps its slot.
+                linger.start(false, &written, &draining);
+            }
+            continue;
+        } else {
+            activity.lower(TIMER);
+            if !alarm.ran_out() {
+                // Woken for a deadline since moved.
                 continue;
             }
-            () = sleep_until(linger.until), if linger.until.is_some() => {
+            if closing {
                 if activity.watch_busy() {
                     // A request crossed the close: the linger starts again once it ends.
                     linger.until = None;
@@ -246,21 +324,20 @@ pub(crate) async fn run<S, B>(
                 tracing::debug!("closing connection dropped after its linger");
                 return;
             }
-            () = sleep_until(idle_check), if !closing && idle_check.is_some() => {
-                let Some(timeout) = timers.idle else { continue };
-                let now = Instant::now();
-                // Busy: it cannot be idle for the whole timeout before `now + timeout`.
-                let due = activity.idle_since().map_or(now + timeout, |since| since + timeout);
-                if due > now {
-                    idle_check = Some(due);
-                    continue;
-                }
-                ("no request in flight for the connection idle timeout", false)
+            let Some(timeout) = timers.idle else { continue };
+            let now = Instant::now();
+            // Busy: it cannot be idle for the whole timeout before `now + timeout`.
+            let due = activity
+                .idle_since()
+                .map_or(now + timeout, |since| since + timeout);
+            if due > now {
+                idle_check = Some(due);
+                continue;
             }
-            () = evicted.notified(), if !closing => {
-                ("evicted: the server is at its connection limit", false)
-            }
-            () = until_shutdown(&mut shutdown), if !closing => ("server shutting down", true),
+            (
+                "no request in flight for the connection idle timeout",
+                false,
+            )
         };
         tracing::debug!(reason = close_reason, "closing connection");
         closing = true;
@@ -280,109 +357,183 @@ pub(crate) async fn run<S, B>(
     }
 }
 
-/// What a connection's requests tell its loop, without waking it for each: how many
-/// are in flight, since when none is, and its place in [`Idle`], which the requests keep
-/// up to date themselves.
-struct Activity {
-    state: Mutex<ActivityState>,
-    /// Signalled when the last request in flight ends while the loop watches (it is
-    /// closing and waits for that).
-    went_idle: Notify,
+/// [`Activity::signals`]: the accept loop evicts the connection (the server is full).
+const EVICTED: u32 = 1;
+/// The server shuts down.
+const SHUTDOWN: u32 = 1 << 1;
+/// The loop waits for the requests in flight to end ([`Activity::watch_busy`]).
+const WATCHING: u32 = 1 << 2;
+/// The last request in flight ended while [`WATCHING`].
+const WENT_IDLE: u32 = 1 << 3;
+/// The connection is closing or closed: never evicted, and its going idle does not
+/// concern the accept loop.
+const CLOSING: u32 = 1 << 4;
+/// The loop's [`Alarm`] may have run out.
+const TIMER: u32 = 1 << 5;
+
+/// The loop's one timer (the idle clock's next look, or the linger's end), polled with
+/// a waker that raises [`TIMER`]: the loop polls it when it may have run out, not at
+/// every wake for hyper's connection.
+struct Alarm {
+    sleep: Pin<Box<Sleep>>,
+    deadline: Option<Instant>,
+    /// The connection's [`Activity`] (see its `Wake`).
+    waker: Waker,
 }
 
-struct ActivityState {
+impl Alarm {
+    fn new(activity: &Arc<Activity>) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            deadline: None,
+            waker: Waker::from(Arc::clone(activity)),
+        }
+    }
+
+    /// Runs out at `deadline` (never with `None`; a wake for the previous one is then
+    /// ignored by [`Alarm::ran_out`]).
+    fn set(&mut self, deadline: Option<Instant>) {
+        if deadline == self.deadline {
+            return;
+        }
+        self.deadline = deadline;
+        if let Some(deadline) = deadline {
+            self.sleep.as_mut().reset(deadline);
+            // Registers the waker; already past, it raises the signal itself.
+            if self.poll() {
+                self.waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Whether the deadline has come.
+    fn ran_out(&mut self) -> bool {
+        self.deadline.is_some() && self.poll()
+    }
+
+    fn poll(&mut self) -> bool {
+        let mut cx = Context::from_waker(&self.waker);
+        // Out of tokio's budget, a `Sleep` would answer `Pending` and wake this waker
+        // at once, without looking: the loop would spin on the signal.
+        let sleep = tokio::task::unconstrained(self.sleep.as_mut());
+        std::pin::pin!(sleep).poll(&mut cx).is_ready()
+    }
+}
+
+/// What a connection's requests tell its loop and the accept loop, without a lock and
+/// without waking either for each: how many are in flight, since when none is, and the
+/// signals that close it.
+///
+/// Orderings: the count and the flags that watch it are `SeqCst`, as each side writes
+/// its own before it reads the other's (the loop sets [`WATCHING`], then reads the
+/// count; the last request lowers the count, then reads [`WATCHING`]): at least one sees
+/// the other, so the loop is never left waiting for an end it missed. The same holds
+/// for the accept loop's `waiting` flag against [`Connections::evict_oldest`].
+struct Activity {
     /// Requests started and not yet ended.
-    in_flight: usize,
-    /// When the last request ended (or the connection opened).
-    idle_since: Instant,
-    slot: IdleSlot,
-    /// Closing: it stays off the idle list.
-    closing: bool,
-    /// The loop waits for the requests in flight to end.
-    watching: bool,
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in nanoseconds of the
+    /// idle clock ([`IdleWatch::now`]); meaningful while none is in flight.
+    idle_since: AtomicU64,
+    /// [`EVICTED`], [`SHUTDOWN`], [`WATCHING`], [`WENT_IDLE`], [`CLOSING`], [`TIMER`].
+    signals: AtomicU32,
+    /// The loop's task, woken by a signal.
+    waker: AtomicWaker,
+    idle: Arc<IdleWatch>,
 }
 
 impl Activity {
-    fn new(slot: IdleSlot, opened: Instant) -> Self {
-        Self {
-            state: Mutex::new(ActivityState {
-                in_flight: 0,
-                idle_since: opened,
-                slot,
-                closing: false,
-                watching: false,
-            }),
-            went_idle: Notify::new(),
-        }
-    }
-
-    fn state(&self) -> MutexGuard<'_, ActivityState> {
-        // Nothing panics while holding the lock; a poisoned state is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A request starts: the connection is busy, off the idle list.
+    /// A request starts: the connection is busy (eviction passes it by).
     fn started(&self) {
-        let mut state = self.state();
-        state.in_flight += 1;
-        if state.in_flight == 1 {
-            state.slot.set_busy();
-        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A request ended: with none left, the connection is idle from now, the last to
-    /// be evicted; a loop that waits for that is told.
+    /// be evicted; a loop or an accept loop that waits for that is told.
     fn ended(&self) {
-        let mut state = self.state();
-        state.in_flight = state.in_flight.saturating_sub(1);
-        if state.in_flight > 0 {
+        // Written before the count drops (its release), so that whoever sees none in
+        // flight sees when the last ended.
+        self.idle_since.store(self.idle.now(), Ordering::Relaxed);
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
-        state.idle_since = Instant::now();
-        if !state.closing {
-            state.slot.set_idle();
+        let signals = self.signals.load(Ordering::SeqCst);
+        if signals & WATCHING != 0
+            && self.signals.fetch_and(!WATCHING, Ordering::SeqCst) & WATCHING != 0
+        {
+            self.signal(WENT_IDLE);
         }
-        if state.watching {
-            state.watching = false;
-            self.went_idle.notify_one();
+        if signals & CLOSING == 0 && self.idle.waiting.load(Ordering::SeqCst) {
+            self.idle.joined.notify_waiters();
         }
     }
 
     /// Since when nothing is in flight; `None` while a request is.
     fn idle_since(&self) -> Option<Instant> {
-        let state = self.state();
-        (state.in_flight == 0).then_some(state.idle_since)
+        (self.in_flight.load(Ordering::SeqCst) == 0)
+            .then(|| self.idle.base + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed)))
     }
 
-    /// Whether a request is in flight; if so, the loop is told when the last one ends.
+    /// For eviction: since when it is idle (on the idle clock), if it is and is not
+    /// closing or asked to close already.
+    fn evictable_since(&self) -> Option<u64> {
+        let asked = self.signals.load(Ordering::SeqCst) & (EVICTED | SHUTDOWN | CLOSING);
+        (asked == 0 && self.in_flight.load(Ordering::SeqCst) == 0)
+            .then(|| self.idle_since.load(Ordering::Relaxed))
+    }
+
+    /// Whether a request is in flight; if so, the loop is signalled [`WENT_IDLE`] when
+    /// the last one ends.
     fn watch_busy(&self) -> bool {
-        let mut state = self.state();
-        state.watching = state.in_flight > 0;
-        state.watching
+        self.signals.fetch_or(WATCHING, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        // None ended while watched, or the last one did and signalled (the loop takes
+        // a signal it did not need as a wake to look again).
+        self.signals.fetch_and(!WATCHING, Ordering::SeqCst);
+        false
     }
 
-    /// The connection closes: off the idle list for good. Returns whether a request is
-    /// in flight (the loop is then told when the last one ends).
+    /// The connection closes: it is no longer evicted. Returns whether a request is in
+    /// flight (the loop is then signalled when the last one ends).
     fn close(&self) -> bool {
-        let mut state = self.state();
-        state.closing = true;
-        state.slot.set_busy();
-        state.watching = state.in_flight > 0;
-        state.watching
+        self.signals.fetch_or(CLOSING, Ordering::SeqCst);
+        self.watch_busy()
+    }
+
+    /// Lowers `bits`, once the loop has taken them.
+    fn lower(&self, bits: u32) {
+        self.signals.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Raises `bits` and wakes the loop.
+    fn signal(&self, bits: u32) {
+        self.signals.fetch_or(bits, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Completes with the signals raised among `bits`. Polled at every wake of the
+    /// loop: one waker registration and a load, no lock.
+    fn signalled(&self, bits: u32) -> impl Future<Output = u32> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            match self.signals.load(Ordering::SeqCst) & bits {
+                0 => Poll::Pending,
+                raised => Poll::Ready(raised),
+            }
+        })
     }
 }
 
-/// Takes the connection off the idle list when its loop ends, whatever requests' guards
-/// (and so the [`Activity`]) outlive it.
-struct Leave(Arc<Activity>);
+/// The waker of the loop's [`Alarm`]: it raises [`TIMER`].
+impl Wake for Activity {
+    fn wake(self: Arc<Self>) {
+        self.signal(TIMER);
+    }
 
-impl Drop for Leave {
-    fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.closing = true;
-        state.slot.set_busy();
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.signal(TIMER);
     }
 }
 
@@ -460,11 +611,6 @@ impl AsyncWrite for CountingIo {
     }
 }
 
-/// Completes when the server shuts down (or is gone).
-async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|&down| down).await;
-}
-
 /// Sleeps until `deadline`; forever without one.
 pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -494,7 +640,7 @@ where
 {
     type Response = Response<GuardBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = TrackedFuture<S, B>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         if let Some(peer) = self.peer {
@@ -511,17 +657,59 @@ where
             refused
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Box::pin(async move { Ok(refused) });
+            return TrackedFuture::Refused {
+                response: Some(refused),
+            };
         }
         let guard = InFlight::new(Arc::clone(&self.activity));
-        let service = self.inner.clone();
-        Box::pin(async move {
-            let response = service.oneshot(request).await?;
-            Ok(response.map(|body| GuardBody {
-                inner: Some(Box::pin(body)),
-                guard: Some(guard),
-            }))
-        })
+        TrackedFuture::Running {
+            call: self.inner.clone().oneshot(request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project! {
+    /// The response of [`Tracked`]: refused at once, or the service's, its body given
+    /// the request's [`InFlight`] (a named future: no allocation per request).
+    #[project = TrackedProj]
+    pub(crate) enum TrackedFuture<S, B>
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>>,
+    {
+        Refused { response: Option<Response<GuardBody<B>>> },
+        Running {
+            #[pin]
+            call: Oneshot<S, Request<Incoming>>,
+            guard: Option<InFlight>,
+        },
+    }
+}
+
+impl<S, B> Future for TrackedFuture<S, B>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Output = Result<Response<GuardBody<B>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            // `None` only if polled again after it completed, which hyper does not do.
+            TrackedProj::Refused { response } => response
+                .take()
+                .map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
+            TrackedProj::Running { call, guard } => {
+                let called = ready!(call.poll(cx));
+                // Failed, the request ends here (with its guard).
+                let guard = guard.take();
+                Poll::Ready(called.map(|response| {
+                    response.map(|body| GuardBody {
+                        inner: Some(body),
+                        guard,
+                    })
+                }))
+            }
+        }
     }
 }
 
@@ -541,11 +729,14 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that holds its request's [`InFlight`] until it ends or is dropped
-/// (without a body: the empty body of a refusal).
-pub(crate) struct GuardBody<B> {
-    inner: Option<Pin<Box<B>>>,
-    guard: Option<InFlight>,
+pin_project! {
+    /// A response body that holds its request's [`InFlight`] until it ends or is dropped
+    /// (without a body: the empty body of a refusal).
+    pub(crate) struct GuardBody<B> {
+        #[pin]
+        inner: Option<B>,
+        guard: Option<InFlight>,
+    }
 }
 
 impl<B: Body> Body for GuardBody<B> {
@@ -553,15 +744,16 @@ impl<B: Body> Body for GuardBody<B> {
     type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = match self.inner.as_mut() {
-            Some(inner) => inner.as_mut().poll_frame(cx),
+        let this = self.project();
+        let polled = match this.inner.as_pin_mut() {
+            Some(inner) => inner.poll_frame(cx),
             None => Poll::Ready(None),
         };
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.guard = None;
+            *this.guard = None;
         }
         polled
     }
@@ -574,5 +766,197 @@ impl<B: Body> Body for GuardBody<B> {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::{waker, ArcWake};
+    use futures_util::FutureExt;
+
+    /// Lets the clock move, so that each step has an idle clock of its own.
+    fn tick() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+
+    fn signals(entry: &Entry) -> u32 {
+        entry.activity.signals.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn eviction_picks_the_longest_idle_and_spares_busy_ones() {
+        let connections = Arc::new(Connections::new());
+        let first = connections.register(1);
+        tick();
+        let second = connections.register(2);
+        tick();
+        let third = connections.register(3);
+        tick();
+        // Used, then idle: now idle for less time than `second` and `third`.
+        first.activity.started();
+        first.activity.ended();
+        tick();
+        third.activity.started();
+
+        assert!(connections.evict_oldest());
+        assert_eq!(signals(&second), EVICTED);
+        assert_eq!(signals(&first), 0);
+        // `second` was asked already; `third` is busy.
+        assert!(connections.evict_oldest());
+        assert_eq!(signals(&first), EVICTED);
+        assert!(!connections.evict_oldest(), "a busy connection is spared");
+        assert_eq!(signals(&third), 0);
+        third.activity.ended();
+        assert!(connections.evict_oldest());
+        assert_eq!(signals(&third), EVICTED);
+    }
+
+    #[test]
+    fn a_closed_connection_leaves_the_registry() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        let activity = Arc::clone(&entry.activity);
+        drop(entry);
+        assert!(connections.open().is_empty());
+        assert!(!connections.evict_oldest());
+        // A request that outlived its connection ends quietly.
+        activity.started();
+        activity.ended();
+        assert_eq!(activity.signals.load(Ordering::SeqCst), CLOSING);
+    }
+
+    #[test]
+    fn shutdown_signals_every_open_connection() {
+        let connections = Arc::new(Connections::new());
+        let idle = connections.register(1);
+        let busy = connections.register(2);
+        busy.activity.started();
+        connections.shut_down();
+        assert_eq!(signals(&idle), SHUTDOWN);
+        assert_eq!(signals(&busy), SHUTDOWN);
+    }
+
+    #[test]
+    fn a_waiting_accept_loop_is_woken_when_a_busy_connection_goes_idle() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        entry.activity.started();
+        let waiting = connections.waiting();
+        let joined = waiting.joined();
+        tokio::pin!(joined);
+        joined.as_mut().enable();
+        assert!(!connections.evict_oldest(), "nothing idle to evict");
+        assert!(joined.as_mut().now_or_never().is_none());
+        entry.activity.ended();
+        assert!(joined.now_or_never().is_some(), "not woken");
+    }
+
+    #[test]
+    fn a_connection_going_idle_wakes_no_one_when_the_accept_loop_does_not_wait() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        drop(connections.waiting());
+        // Watched from outside: the requests do not touch the `Notify` at all.
+        let joined = connections.idle.joined.notified();
+        tokio::pin!(joined);
+        joined.as_mut().enable();
+        entry.activity.started();
+        entry.activity.ended();
+        assert!(joined.now_or_never().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_alarm_signals_the_loop_when_it_runs_out() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        let mut alarm = Alarm::new(&entry.activity);
+        alarm.set(Some(Instant::now() + Duration::from_secs(1)));
+        assert!(!alarm.ran_out());
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(signals(&entry), 0, "raised early");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(signals(&entry), TIMER);
+        assert!(alarm.ran_out());
+        entry.activity.lower(TIMER);
+        // Moved: a wake for the old deadline is not taken for the new one.
+        alarm.set(Some(Instant::now() + Duration::from_secs(1)));
+        assert!(!alarm.ran_out());
+        alarm.set(None);
+        assert!(!alarm.ran_out());
+        // Already past: raised at once.
+        alarm.set(Some(Instant::now()));
+        assert_eq!(signals(&entry), TIMER);
+        assert!(alarm.ran_out());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_alarm_is_looked_at_even_when_the_task_is_out_of_budget() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        let mut alarm = Alarm::new(&entry.activity);
+        alarm.set(Some(Instant::now() + Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ran_out = std::future::poll_fn(|cx| {
+            // Spends the task's budget, as a busy connection may have.
+            while std::pin::pin!(tokio::task::consume_budget())
+                .poll(cx)
+                .is_ready()
+            {}
+            Poll::Ready(alarm.ran_out())
+        })
+        .await;
+        // Else the loop, signalled, would find it pending and wait for a signal raised
+        // at once again: a spin.
+        assert!(ran_out);
+    }
+
+    struct Woken(AtomicBool);
+
+    impl ArcWake for Woken {
+        fn wake_by_ref(woken: &Arc<Self>) {
+            woken.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_closing_loop_is_signalled_when_its_last_request_ends() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        let activity = &entry.activity;
+        activity.started();
+        activity.started();
+        assert!(activity.close(), "busy at its close");
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = waker(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        let signalled = activity.signalled(WENT_IDLE);
+        tokio::pin!(signalled);
+        assert!(signalled.as_mut().poll(&mut cx).is_pending());
+        activity.ended();
+        assert!(
+            !woken.0.load(Ordering::SeqCst),
+            "woken with a request in flight"
+        );
+        activity.ended();
+        assert!(woken.0.load(Ordering::SeqCst), "not woken");
+        assert_eq!(signalled.poll(&mut cx), Poll::Ready(WENT_IDLE));
+        // Closing, it is no candidate for eviction even idle.
+        assert!(!connections.evict_oldest());
+    }
+
+    #[test]
+    fn a_signal_wakes_the_loop() {
+        let connections = Arc::new(Connections::new());
+        let entry = connections.register(1);
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = waker(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        let signalled = entry.activity.signalled(EVICTED | SHUTDOWN);
+        tokio::pin!(signalled);
+        assert!(signalled.as_mut().poll(&mut cx).is_pending());
+        assert!(connections.evict_oldest());
+        assert!(woken.0.load(Ordering::SeqCst));
+        assert_eq!(signalled.poll(&mut cx), Poll::Ready(EVICTED));
     }
 }

@@ -27,7 +27,7 @@ use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Versi
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::io::StreamReader;
 use tracing::Instrument;
@@ -427,8 +427,7 @@ where
     };
     let evict = config.evict_idle_at_limit();
     let limit = Arc::new(Semaphore::new(config.engine().max_connections()));
-    let idle = Arc::new(conn::Idle::default());
-    let (down, down_rx) = watch::channel(false);
+    let open = Arc::new(conn::Connections::new());
     // Owned here, so that connections still busy after the grace period can be dropped.
     let mut connections = tokio::task::JoinSet::new();
     let mut next_id: u64 = 0;
@@ -467,17 +466,18 @@ where
                 // for another to become idle, if none is; or to evict again, should the
                 // evicted one have become busy meanwhile).
                 let mut evicted: Option<Instant> = None;
+                let waiting = open.waiting();
                 loop {
                     if let Ok(p) = Arc::clone(&limit).try_acquire_owned() {
                         break p;
                     }
-                    let joined = idle.joined();
+                    let joined = waiting.joined();
                     tokio::pin!(joined);
                     joined.as_mut().enable();
                     let pending = evicted.map(|at| at + 2 * conn::CLOSE_LINGER);
                     if pending.map_or(true, |until| Instant::now() >= until) {
                         evicted = None;
-                        if idle.evict_oldest() {
+                        if open.evict_oldest() {
                             tracing::debug!("at the connection limit: closing the longest idle");
                             evicted = Some(Instant::now());
                         }
@@ -504,15 +504,13 @@ where
             Arc::clone(&builder),
             service.clone(),
             timers,
-            Arc::clone(&idle),
-            next_id,
-            down_rx.clone(),
+            open.register(next_id),
         );
         connections.spawn(run.instrument(tracing::debug_span!("hgframe.connection", %peer)));
     }
     drop(listener);
     tracing::debug!("shutting down: closing idle connections, waiting for responses in flight");
-    let _ = down.send(true);
+    open.shut_down();
     let drain = async { while connections.join_next().await.is_some() {} };
     match config.engine().shutdown_grace() {
         Some(grace) => {
