@@ -1,7 +1,7 @@
 //! The HTTP server: a [`tower::Service`] ([`HgFrameService`]) that can be mounted behind
 //! any middleware, and [`serve`], which runs it on a TCP listener with the production
 //! basics (HTTP/1.1 and h2c, connection limit and timers, graceful shutdown; see
-//! `conn.rs` for the life of one connection).
+//! `conn/` for the life of one connection).
 
 mod conn;
 mod reflect;
